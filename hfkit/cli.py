@@ -1,0 +1,91 @@
+"""The ``hfkit`` command: finetune, recipes, predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hfkit.hub import go_offline_if_unreachable
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True,
+                        help="a registered recipe name (see `hfkit recipes`) or a YAML file")
+    parser.add_argument("--output-dir", help="where results and checkpoints go (default runs/<recipe>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe field, e.g. --set train.lr=3e-4 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
+                        help="continue from the latest checkpoint in the output folder, or from PATH")
+    parser.add_argument("--max-steps", type=int,
+                        help="stop after N optimizer steps in all (a checkpoint is saved; "
+                             "--resume continues); the schedule still spans train.epochs")
+
+
+def finetune_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()  # before datasets/timm are imported
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, output_dir=args.output_dir)
+    finetune(recipe, resume=args.resume, max_steps=args.max_steps)
+    return 0
+
+
+def recipes_command(args: argparse.Namespace) -> int:
+    from hfkit.recipes import list_recipes, load_recipe
+
+    rows = [("name", "task", "model", "description")]
+    for name in list_recipes():
+        r = load_recipe(name)
+        rows.append((name, r.task, r.model.name, r.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    return 0
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.inference import ImageClassifier
+
+    classifier = ImageClassifier(args.model)
+    for path in args.images:
+        try:
+            (ranked,) = classifier.predict([path], top_k=args.top_k)
+        except (OSError, ValueError) as e:
+            print(f"{path}: cannot read image ({e})", file=sys.stderr)
+            continue
+        print(path)
+        for label, score in ranked:
+            print(f"  {score:7.2%}  {label}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hfkit", description="Hugging Face transfer learning toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("finetune", help="train a recipe (same as scripts/finetune.py)")
+    add_run_arguments(p)
+    p.set_defaults(func=finetune_command)
+    p = sub.add_parser("recipes", help="list the registered recipes")
+    p.set_defaults(func=recipes_command)
+    p = sub.add_parser("predict", help="classify images with a result folder or Hub model")
+    p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("images", nargs="+", help="image files")
+    p.set_defaults(func=predict_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
+        # user-facing problems (bad recipe, missing data, no weights): a message, not a traceback
+        print(f"hfkit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

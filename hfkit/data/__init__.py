@@ -1,0 +1,1 @@
+"""Data loading, one module per kind of data."""

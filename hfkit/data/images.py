@@ -1,0 +1,242 @@
+"""Image classification data: local folders, Hub data sets and zip URLs, through ``datasets``.
+
+Images are decoded by PIL here rather than by ``datasets`` so that unreadable files can be
+skipped up front (keeping every label with its own image), big JPEGs are decoded at a reduced
+scale (``draft``), and small data sets are decoded once and kept in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import PIL.Image
+import torch
+from timm.data import create_transform, resolve_data_config
+from tqdm.auto import tqdm
+
+from hfkit.data.sources import load_splits
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+CACHE_LIMIT = 20_000  # images kept decoded in memory when data.cache_images is left unset
+
+
+@dataclass
+class ImageSplits:
+    """Train and eval splits (undecoded) and what their columns mean."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    image_column: str
+    label_column: str
+    label_names: list[str]
+
+
+def image_transforms(model: torch.nn.Module, is_training: bool, **overrides: Any) -> Callable:
+    """The transform the model's own ``pretrained_cfg`` asks for (size, mean/std, crop)."""
+    config = resolve_data_config({}, model=model)
+    return create_transform(**config, is_training=is_training, **overrides)
+
+
+def decode_size(model: torch.nn.Module) -> int:
+    """Smallest side kept when decoding: twice the input size leaves room for random crops."""
+    return 2 * max(resolve_data_config({}, model=model)["input_size"][1:])
+
+
+def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None) -> PIL.Image.Image:
+    """Open an image file or bytes as RGB; JPEGs decode directly at >= ``min_size`` pixels."""
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with PIL.Image.open(fp) as img:
+        if min_size and img.format == "JPEG":
+            img.draft("RGB", (min_size, min_size))  # DCT scaling: 2592px decodes as 648px
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")  # palette GIF/PNG: go through RGBA to keep colours right
+        return img.convert("RGB")  # forces a full decode, so truncated files fail here
+
+
+def load_image_splits(args, seed: int) -> ImageSplits:
+    """Read a recipe's ``data`` section into train/eval splits, with seeded subsets."""
+    splits = load_splits(args.path)
+    train_split, eval_split = _pick_splits(splits, args.train_split, args.eval_split)
+    train = splits[train_split]
+    image_col = args.image_column or _find_column(train, datasets.Image, "image_column")
+    label_col = args.label_column or _find_column(train, datasets.ClassLabel, "label_column",
+                                                  fallback="label")
+    for name in (image_col, label_col):
+        if name not in train.column_names:
+            raise ValueError(f"column '{name}' not found in {args.path}; columns are "
+                             f"{train.column_names} (set data.image_column / data.label_column)")
+    if eval_split is None:
+        held_out = train.train_test_split(test_size=args.val_fraction, seed=seed,
+                                          stratify_by_column=_stratify_column(train, label_col))
+        train, evaluation = held_out["train"], held_out["test"]
+    else:
+        evaluation = splits[eval_split]
+    return ImageSplits(_subset(train, args.max_train_samples, seed),
+                       _subset(evaluation, args.max_eval_samples, seed),
+                       image_col, label_col, _label_names(train, label_col))
+
+
+def image_datasets(splits: ImageSplits, model: torch.nn.Module, args, seed: int
+                   ) -> tuple[ImageDataset, ImageDataset]:
+    """Decode both splits with the transforms of ``model``'s own pretrained_cfg."""
+    min_size = decode_size(model)
+    n = len(splits.train) + len(splits.eval)
+    cache = args.cache_images if args.cache_images is not None else n <= CACHE_LIMIT
+    return tuple(
+        ImageDataset(ds, splits.image_column, splits.label_column, image_transforms(model, training),
+                     min_size, seed, cache, name)
+        for ds, training, name in ((splits.train, True, "train"), (splits.eval, False, "eval")))
+
+
+def _pick_splits(splits: datasets.DatasetDict, train_split: str | None,
+                 eval_split: str | None) -> tuple[str, str | None]:
+    train_split = train_split or "train"
+    if train_split not in splits:
+        raise ValueError(f"no split '{train_split}' in the data (splits: {list(splits)}); "
+                         "set data.train_split")
+    if eval_split is not None and eval_split not in splits:
+        raise ValueError(f"no split '{eval_split}' in the data (splits: {list(splits)}); "
+                         "set data.eval_split")
+    if eval_split is None:
+        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_split), None)
+    return train_split, eval_split
+
+
+def _find_column(ds: datasets.Dataset, feature_type: type, key: str, fallback: str | None = None) -> str:
+    for name, feature in ds.features.items():
+        if isinstance(feature, feature_type):
+            return name
+    if fallback and fallback in ds.column_names:
+        return fallback
+    raise ValueError(f"no {feature_type.__name__} column among {ds.column_names}; set data.{key}")
+
+
+def _stratify_column(ds: datasets.Dataset, label_col: str) -> str | None:
+    return label_col if isinstance(ds.features[label_col], datasets.ClassLabel) else None
+
+
+def _label_names(ds: datasets.Dataset, label_col: str) -> list[str]:
+    feature = ds.features[label_col]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    values = sorted(set(ds[label_col]))
+    if values != list(range(len(values))):
+        raise ValueError(f"labels in column '{label_col}' must be a ClassLabel or 0..N-1 integers, "
+                         f"got {values[:10]}")
+    return [str(v) for v in values]
+
+
+def _subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset, so a small run sees every class and repeats exactly."""
+    if n is None or n >= len(ds):
+        return ds
+    return ds.shuffle(seed=seed).select(range(n))
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Decoded, transformed images with integer labels; unreadable files are left out.
+
+    Items are indexed by ``i`` or by ``(epoch, i)``: random augmentation is seeded from
+    (seed, epoch, i), so a sample looks the same whichever worker loads it and however a
+    run was interrupted and resumed.
+    """
+
+    def __init__(self, ds: datasets.Dataset, image_col: str, label_col: str, transform: Callable,
+                 min_size: int | None, seed: int, cache: bool, name: str) -> None:
+        self.transform, self.min_size, self.seed = transform, min_size, seed
+        entries = ds.cast_column(image_col, datasets.Image(decode=False))[image_col]
+        self.sources = [_source(entry) for entry in entries]
+        labels = list(ds[label_col])
+        images, self.skipped = self._scan(name, keep=cache)
+        self.skipped_sources = [_describe(self.sources[i], i) for i in self.skipped]
+        keep = [i for i in range(len(self.sources)) if i not in self.skipped]
+        self.sources = [self.sources[i] for i in keep]
+        self.labels = [int(labels[i]) for i in keep]
+        self.images = [images[i] for i in keep] if cache else None
+        if not self.labels:
+            raise ValueError(f"no readable images in the {name} split")
+
+    def _scan(self, name: str, keep: bool) -> tuple[list, dict[int, str]]:
+        """Decode every image once (in threads: PIL releases the GIL) to find unreadable ones."""
+        def load(i: int):
+            try:
+                img = decode_image(self.sources[i], self.min_size)
+                return (img if keep else None), None
+            except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
+                return None, f"{type(e).__name__}: {e}"
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            results = list(tqdm(pool.map(load, range(len(self.sources))), total=len(self.sources),
+                                desc=f"Reading {name} images", unit="img", leave=False))
+        skipped = {i: err for i, (_, err) in enumerate(results) if err is not None}
+        for i, err in skipped.items():
+            logger.warning("skipping unreadable image %s (%s)", _describe(self.sources[i], i), err)
+        return [img for img, _ in results], skipped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def image(self, i: int) -> PIL.Image.Image:
+        return self.images[i] if self.images is not None else decode_image(self.sources[i], self.min_size)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        img = self.image(i)
+        with torch.random.fork_rng(devices=[]):
+            sample_seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + i
+            torch.manual_seed(sample_seed)
+            py_state = random.getstate()  # timm's crops draw from Python's random module
+            random.seed(sample_seed)
+            try:
+                x = self.transform(img)
+            finally:
+                random.setstate(py_state)
+        return x, self.labels[i]
+
+
+def _source(entry: dict[str, Any]) -> str | bytes:
+    return entry["bytes"] if entry.get("bytes") else entry["path"]
+
+
+def _describe(source: str | bytes, i: int) -> str:
+    return str(source) if isinstance(source, (str, Path)) else f"#{i} (embedded bytes)"
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields ``(epoch, index)`` in an order seeded by (seed, epoch), shuffled or not."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, num_workers: int | None,
+                seed: int) -> torch.utils.data.DataLoader:
+    workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
+        num_workers=workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False, generator=torch.Generator().manual_seed(seed))

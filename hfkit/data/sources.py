@@ -1,0 +1,69 @@
+"""Where data comes from: a local folder or file, a Hub data set id, or a URL of an archive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+
+from hfkit.hub import offline_weights_help
+
+FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                 ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def load_splits(path: str) -> datasets.DatasetDict:
+    """Load every split of a data set given by local path, Hub id, or http(s) URL."""
+    if path.startswith(("http://", "https://")):
+        return load_splits(str(download_archive(path)))
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return datasets.load_dataset(str(dataset_root(local)))
+    if local.is_file():
+        if local.name.endswith(ARCHIVES):
+            return load_splits(str(extract_archive(local)))
+        builder = FILE_BUILDERS.get(local.suffix)
+        if builder is None:
+            raise ValueError(f"data.path: don't know how to read '{local}'; "
+                             f"use a folder or one of {', '.join(FILE_BUILDERS)}")
+        return datasets.load_dataset(builder, data_files={"train": str(local)})
+    if path.startswith((".", "/", "~")) or path.count("/") > 1 or not path:
+        raise FileNotFoundError(f"data.path: no such file or folder: '{path}'")
+    return _load_hub(path)
+
+
+def _load_hub(repo_id: str) -> datasets.DatasetDict:
+    try:
+        return datasets.load_dataset(repo_id)
+    except (ConnectionError, FileNotFoundError) as e:
+        raise ConnectionError(
+            f"could not load the data set '{repo_id}' from the Hub or the local cache ({e}).\n"
+            + offline_weights_help(repo_id, what="dataset")) from e
+
+
+def download_archive(url: str) -> Path:
+    """Download and extract an archive into the Hugging Face cache (reused on later runs)."""
+    try:
+        extracted = datasets.DownloadManager(dataset_name="hfkit").download_and_extract(url)
+    except (ConnectionError, OSError) as e:
+        raise ConnectionError(
+            f"could not download {url} ({e}).\nDownload and unpack it by hand, then pass "
+            "--set data.path=/path/to/the/unpacked/folder") from e
+    return dataset_root(Path(extracted))
+
+
+def extract_archive(archive: Path) -> Path:
+    extracted = datasets.DownloadManager(dataset_name="hfkit").extract(str(archive))
+    return dataset_root(Path(extracted))
+
+
+def dataset_root(folder: Path) -> Path:
+    """Step into wrapper folders: ``hymenoptera_data.zip`` unpacks to ``hymenoptera_data/``."""
+    while True:
+        entries = [p for p in folder.iterdir()
+                   if not p.name.startswith((".", "__MACOSX"))]
+        if len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "data"):
+            folder = entries[0]
+        else:
+            return folder

@@ -1,0 +1,88 @@
+"""One fine-tuning run: recipe -> data -> model -> training loop -> result folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from accelerate import PartialState
+from accelerate.utils import set_seed
+
+from hfkit import plots
+from hfkit.data.images import image_datasets, load_image_splits, make_loader
+from hfkit.models import create_image_model, save_image_model
+from hfkit.recipes import Recipe
+from hfkit.training import TrainerState, fit
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
+def register_task(name: str):
+    def wrap(fn):
+        TASKS[name] = fn
+        return fn
+    return wrap
+
+
+def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Run ``recipe``; returns the metrics also written to ``all_results.json``."""
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps must be a positive integer, got {max_steps}")
+    set_seed(recipe.train.seed)
+    return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
+
+
+@register_task("image-classification")
+def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps: int | None
+                                  ) -> dict[str, Any]:
+    started = time.perf_counter()
+    splits = load_image_splits(recipe.data, recipe.train.seed)
+    model = create_image_model(recipe.model, splits.label_names, recipe.data.image_size)
+    train_ds, eval_ds = image_datasets(splits, model, recipe.data, recipe.train.seed)
+    t = recipe.train
+    train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed)
+    eval_loader = make_loader(eval_ds, t.eval_batch_size or 2 * t.batch_size, False,
+                              recipe.data.num_workers, t.seed)
+    state = fit(recipe, model, train_loader, eval_loader, save_image_model,
+                resume=resume, max_steps=max_steps)
+    results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
+                        time.perf_counter() - started)
+    results["skipped_files"] = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
+    if PartialState().is_main_process:
+        out = Path(recipe.output_dir)
+        (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+        write_image_plots(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
+        print(f"Results in {out}/ (model.safetensors, config.json, all_results.json, plots)")
+    return results
+
+
+def summarize(state: TrainerState, label_names: list[str], n_train: int, n_eval: int,
+              wall_seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {"epoch": state.history[-1]["epoch"] if state.history else 0,
+                               "global_step": state.global_step, **state.best_eval}
+    per_class = results.get("eval_per_class_accuracy")
+    if per_class is not None:
+        results["eval_per_class_accuracy"] = dict(zip(label_names, per_class))
+    results.update(
+        best_epoch=state.best_epoch,
+        train_runtime=round(state.train_seconds, 3),
+        train_samples_per_second=round(state.samples_seen / max(state.train_seconds, 1e-9), 3),
+        train_samples=n_train, eval_samples=n_eval, total_runtime=round(wall_seconds, 3))
+    return results
+
+
+def write_image_plots(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,
+                      out: Path) -> None:
+    if state.history:
+        plots.plot_curves(state.history, out / "training_curves.png")
+    preds = state.best_predictions
+    if not preds:
+        return
+    plots.plot_confusion_matrix(eval_ds.labels, preds, label_names, out / "confusion_matrix.png")
+    if n_preview:
+        n = min(n_preview, len(eval_ds))
+        plots.plot_prediction_grid([eval_ds.image(i) for i in range(n)], eval_ds.labels[:n],
+                                   preds[:n], label_names, out / "predictions.png")

@@ -1,0 +1,119 @@
+"""Model creation (timm): pretrained weights from the Hub, a local file or a local folder.
+
+The classification head is reset to the data's classes, the class names travel in the saved
+``config.json``, and the folder written by :func:`save_image_model` loads back with
+``timm.create_model("local-dir:<folder>", pretrained=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import timm
+import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
+from timm.models._hub import save_for_hf
+
+from hfkit.hub import offline_weights_help
+from hfkit.recipes import ModelArgs, RecipeError
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def create_image_model(args: ModelArgs, label_names: list[str],
+                       image_size: int | None = None) -> torch.nn.Module:
+    """Build a timm model with a fresh head for ``label_names``."""
+    kwargs = dict(num_classes=len(label_names))
+    name, pretrained = _model_source(args.name), args.pretrained
+    if isinstance(pretrained, str):
+        name, overlay = _local_weights(name, pretrained)
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
+    else:
+        kwargs.update(pretrained=pretrained)
+    try:
+        model = timm.create_model(name, **kwargs)
+    except (LocalEntryNotFoundError, OSError) as e:
+        if not pretrained or isinstance(pretrained, str):
+            raise
+        raise RuntimeError(_no_weights_message(name, e)) from e
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=list(label_names))
+    if image_size is not None:  # train and serve at the recipe's size, not the checkpoint's
+        model.pretrained_cfg["input_size"] = (3, image_size, image_size)
+    return model
+
+
+def _model_source(name: str) -> str:
+    """A local folder becomes timm's ``local-dir:`` source; Hub/timm names pass through."""
+    if ":" not in name and Path(name).expanduser().is_dir():
+        return "local-dir:" + str(Path(name).expanduser())
+    return name
+
+
+def _local_weights(name: str, path_str: str) -> tuple[str, dict]:
+    """``model.pretrained`` as a path: a weights file, or a folder in timm's Hub format."""
+    path = Path(path_str).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "local-dir:" + str(path), {}
+        weights = [p for p in sorted(path.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+        if not weights:
+            raise RecipeError(f"model.pretrained: '{path}' has neither config.json nor a weights file")
+        path = weights[0]
+    if not path.is_file():
+        raise RecipeError(f"model.pretrained: no such file or folder '{path_str}' "
+                          "(use true, false, or the path of a weights file or model folder)")
+    return name, {"file": str(path)}
+
+
+def _no_weights_message(name: str, error: Exception) -> str:
+    cfg = timm.models.get_pretrained_cfg(name.removeprefix("hf-hub:").split(":")[-1])
+    repo = name.removeprefix("hf-hub:") if name.startswith("hf-hub:") else (
+        getattr(cfg, "hf_hub_id", None) or f"timm/{name}")
+    return (f"pretrained weights for '{name}' are neither in the local cache nor reachable "
+            f"({type(error).__name__}).\n{offline_weights_help(repo)}\n"
+            "or train from random weights with --set model.pretrained=false")
+
+
+def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_after: int) -> None:
+    """Freeze the backbone for linear probing, or for the first epochs of freeze-then-unfreeze."""
+    head_only = strategy == "linear-probe" or (
+        strategy == "freeze-then-unfreeze" and epoch < unfreeze_after)
+    for p in model.parameters():
+        p.requires_grad_(not head_only)
+    if head_only:
+        for p in classifier(model).parameters():
+            p.requires_grad_(True)
+
+
+def classifier(model: torch.nn.Module) -> torch.nn.Module:
+    head = model.get_classifier()
+    if not isinstance(head, torch.nn.Module) or not any(True for _ in head.parameters()):
+        raise ValueError(f"{type(model).__name__} has no trainable classifier to probe")
+    return head
+
+
+def save_image_model(model: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Write ``model.safetensors`` + ``config.json`` in timm's Hub format."""
+    # safetensors wants contiguous fp32 tensors; copy so the training model keeps channels_last
+    export = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    cfg = export.pretrained_cfg
+    save_for_hf(export, folder, model_config={"label_names": cfg.get("label_names")},
+                safe_serialization=True)
+
+
+def load_image_model(name_or_path: str) -> torch.nn.Module:
+    """Load a result folder, or a Hub repo (``hf-hub:org/name``), ready for inference."""
+    source = _model_source(name_or_path)
+    if ":" not in source:  # a bare "org/name" that is not a local folder: a Hub repo
+        if "/" not in source:
+            raise FileNotFoundError(f"no model folder '{name_or_path}'")
+        source = "hf-hub:" + source
+    model = timm.create_model(source, pretrained=True)
+    return model.eval()
+
+
+def label_names(model: torch.nn.Module) -> list[str]:
+    names = model.pretrained_cfg.get("label_names")
+    return list(names) if names else [str(i) for i in range(model.num_classes)]

@@ -1,0 +1,69 @@
+"""Pictures a learner wants after a run: curves, a confusion matrix, a prediction grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
+    """Loss and accuracy per epoch, train against eval."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for split in ("train", "eval"):
+            values = [h.get(f"{split}_{metric}") for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=split)
+        ax.set(title=metric, xlabel="epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str],
+                          path: Path) -> None:
+    n = len(names)
+    matrix = np.zeros((n, n), dtype=int)
+    np.add.at(matrix, (labels, preds), 1)
+    size = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true",
+           title="confusion matrix (eval)")
+    ax.set_xticklabels(names, rotation=45, ha="right")
+    ax.set_yticklabels(names)
+    if n <= 30:
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, str(v), ha="center", va="center",
+                    color="white" if v > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
+                         names: Sequence[str], path: Path) -> None:
+    """Images titled 'pred (true)': green when right, red when wrong."""
+    n = len(images)
+    cols = min(8, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, true, pred in zip(axes.flat, images, labels, preds):
+        ax.imshow(img)
+        ax.set_title(f"{names[pred]}\n({names[true]})", fontsize=8,
+                     color="green" if pred == true else "red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,360 @@
+"""Recipes: typed dataclasses, filled from YAML files and ``--set key=value`` overrides.
+
+Precedence is defaults < YAML < command line. Every key is checked against the dataclass
+fields and types, and every error names the key, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "DataArgs",
+    "EvalArgs",
+    "HubArgs",
+    "ModelArgs",
+    "Recipe",
+    "RecipeError",
+    "TrainArgs",
+    "list_recipes",
+    "load_recipe",
+    "recipe_path",
+    "save_recipe",
+]
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is wrong; the message names the key."""
+
+
+@dataclass
+class ModelArgs:
+    name: str = "resnet18"
+    """timm model name (``resnet18``), ``hf-hub:org/name``, or a local result folder."""
+    pretrained: bool | str = True
+    """true (Hub weights), false (random init), or a local weights file / model folder."""
+    channels_last: bool = True
+    """Use the channels-last memory format (faster convolutions on CPU and GPU)."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise RecipeError("model.name must not be empty")
+        if isinstance(self.pretrained, str) and not self.pretrained:
+            raise RecipeError("model.pretrained must be true, false or a path")
+
+
+@dataclass
+class DataArgs:
+    path: str = ""
+    """Hub data set id, local folder, or http(s) URL of a zip file."""
+    train_split: str | None = None
+    """Name of the training split (default: ``train``)."""
+    eval_split: str | None = None
+    """Name of the evaluation split (default: validation/valid/val/test, else a seeded split)."""
+    val_fraction: float = 0.2
+    """Share of the training data held out when the data has no evaluation split."""
+    image_column: str | None = None
+    """Image column of a Hub/parquet data set (default: the first Image feature)."""
+    label_column: str | None = None
+    """Label column (default: the first ClassLabel feature, else ``label``)."""
+    max_train_samples: int | None = None
+    """Use a seeded random subset of this many training examples."""
+    max_eval_samples: int | None = None
+    """Use a seeded random subset of this many evaluation examples."""
+    image_size: int | None = None
+    """Square input size; default is the model's own ``pretrained_cfg`` input size."""
+    num_workers: int | None = None
+    """DataLoader worker processes (default: number of CPU cores, at most 8)."""
+    cache_images: bool | None = None
+    """Decode images once and keep them in memory (default: when there are at most 20,000)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise RecipeError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
+        for key in ("max_train_samples", "max_eval_samples", "image_size"):
+            _check_positive(f"data.{key}", getattr(self, key))
+        if self.num_workers is not None and self.num_workers < 0:
+            raise RecipeError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class TrainArgs:
+    epochs: int = 10
+    """Number of passes over the training data."""
+    batch_size: int = 32
+    """Examples per optimizer step per process (before gradient accumulation)."""
+    eval_batch_size: int | None = None
+    """Examples per evaluation batch (default: 2 x batch_size)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    optimizer: str = "sgd"
+    """Any timm optimizer name: sgd, adamw, lamb, ..."""
+    momentum: float = 0.9
+    """Momentum for SGD-style optimizers."""
+    weight_decay: float = 1e-4
+    """Weight decay (not applied to biases and norm layers)."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = 0.0
+    """Share of all optimizer steps spent warming up linearly from 0."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches summed before each optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this value (null: no clipping)."""
+    label_smoothing: float = 0.0
+    """Label smoothing for the cross-entropy loss."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    """Autocast precision. bf16 runs on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs."""
+    seed: int = 42
+    """Seed for initialisation, shuffling, augmentation and subsets."""
+    strategy: Literal["full", "linear-probe", "freeze-then-unfreeze"] = "full"
+    """Train everything, only the new head, or the head first and then everything."""
+    unfreeze_after_epochs: int = 1
+    """With freeze-then-unfreeze: epochs of head-only training before unfreezing."""
+    checkpoint_steps: int | None = None
+    """Save a resumable checkpoint every N optimizer steps (always at each epoch end)."""
+    keep_checkpoints: int = 2
+    """Number of most recent checkpoints kept on disk."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without improvement (null: never)."""
+    tensorboard: bool = False
+    """Also log metrics to TensorBoard under <output_dir>/tensorboard."""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "gradient_accumulation_steps", "unfreeze_after_epochs",
+                    "keep_checkpoints", "eval_batch_size", "checkpoint_steps",
+                    "early_stopping_patience"):
+            _check_positive(f"train.{key}", getattr(self, key))
+        if self.lr <= 0:
+            raise RecipeError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise RecipeError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise RecipeError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise RecipeError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+
+
+@dataclass
+class EvalArgs:
+    metric: str = "accuracy"
+    """Metric that picks the best checkpoint and drives early stopping."""
+    greater_is_better: bool | None = None
+    """Direction of ``metric`` (default: false for names containing 'loss', else true)."""
+    num_preview_images: int = 16
+    """Validation images drawn in the prediction grid (0: no grid)."""
+
+    def __post_init__(self) -> None:
+        if self.greater_is_better is None:
+            self.greater_is_better = "loss" not in self.metric
+        if self.num_preview_images < 0:
+            raise RecipeError("eval.num_preview_images must be >= 0")
+
+
+@dataclass
+class HubArgs:
+    push: bool = False
+    """Upload the result folder to the Hugging Face Hub after training."""
+    repo_id: str | None = None
+    """Target repository, e.g. ``alice/resnet18-ants-bees``."""
+    private: bool = False
+    """Create the repository as private."""
+
+    def __post_init__(self) -> None:
+        if self.push and not self.repo_id:
+            raise RecipeError("hub.push=true needs hub.repo_id, e.g. --set hub.repo_id=alice/my-model")
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    """Short name of the recipe; the default output folder is runs/<name>."""
+    task: Literal["image-classification"] = "image-classification"
+    """What is trained; picks the data loader, model family and metrics."""
+    description: str = ""
+    """One line shown by ``hfkit recipes``."""
+    output_dir: str | None = None
+    """Where results and checkpoints go (default: runs/<name>)."""
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    eval: EvalArgs = field(default_factory=EvalArgs)
+    hub: HubArgs = field(default_factory=HubArgs)
+
+    def __post_init__(self) -> None:
+        if self.output_dir is None:
+            self.output_dir = str(Path("runs") / self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_positive(key: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise RecipeError(f"{key} must be a positive integer or null, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry of recipe files
+
+
+def recipes_dir() -> Path:
+    """The folder of named recipes: $HFKIT_RECIPES_DIR, else ``recipes/`` beside the package."""
+    env = os.environ.get("HFKIT_RECIPES_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+
+
+def list_recipes() -> dict[str, Path]:
+    """Registered recipe names mapped to their YAML files."""
+    return {p.stem: p for p in sorted(recipes_dir().glob("*.yaml"))}
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """Resolve ``--recipe``: a registered name, or a path to a YAML file."""
+    registry = list_recipes()
+    if name_or_path in registry:
+        return registry[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    hint = difflib.get_close_matches(name_or_path, list(registry), n=1)
+    did_you_mean = f" Did you mean '{hint[0]}'?" if hint else ""
+    raise RecipeError(
+        f"unknown recipe '{name_or_path}'.{did_you_mean} Known recipes: {', '.join(registry)}; "
+        "or pass the path of a YAML file."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and type checking
+
+
+def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = None,
+                **extra: Any) -> Recipe:
+    """Build a validated Recipe from a named recipe or YAML file, then ``key=value`` overrides.
+
+    ``extra`` holds already-typed dotted overrides (``output_dir="runs/x"``), applied last.
+    """
+    tree: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = recipe_path(name_or_path)
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f) or {}
+        if not isinstance(tree, dict):
+            raise RecipeError(f"{path}: a recipe file must be a mapping of sections")
+        tree.setdefault("name", path.stem)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set expects KEY=VALUE, got '{item}'")
+        _set_dotted(tree, key.strip(), _parse_scalar(raw))
+    for key, value in extra.items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    return _build(Recipe, tree, prefix="")
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write the fully resolved recipe, so the run can be repeated with ``--recipe path``."""
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(recipe.to_dict(), f, sort_keys=False, allow_unicode=True)
+
+
+def _parse_scalar(raw: str) -> Any:
+    """Parse an override value as YAML (true, 3, null, [a, b]); fall back to the raw string."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"'{part}' in '{key}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise RecipeError(f"'{prefix.rstrip('.')}' must be a section (a mapping), got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            suggestion = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            raise RecipeError(f"unknown key '{prefix}{key}'{suggestion}; "
+                              f"valid keys: {', '.join(prefix + n for n in names)}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, typ, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Return ``value`` as type ``typ`` or raise a RecipeError naming ``key``."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        arms = typing.get_args(typ)
+        if value is None and type(None) in arms:
+            return None
+        for arm in (a for a in arms if a is not type(None)):
+            try:
+                return _coerce(value, arm, key)
+            except RecipeError:
+                continue
+        raise RecipeError(f"{key}: expected {_type_name(typ)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(typ)
+        if value not in choices:
+            raise RecipeError(f"{key}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if typ is bool and isinstance(value, bool):
+        return value
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is float and not isinstance(value, bool):
+        try:  # YAML 1.1 reads "1e-3" as a string, so accept numeric strings here
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    if typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RecipeError(f"{key}: expected {_type_name(typ)}, got {value!r}")
+
+
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(typ))
+    return "null" if typ is type(None) else getattr(typ, "__name__", str(typ))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings (the string literal under each field), for ``--help`` texts."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    for node, nxt in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(node.target, ast.Name)):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs

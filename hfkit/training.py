@@ -1,0 +1,336 @@
+"""The training loop on Accelerate: the canonical loop plus small, visible features.
+
+set_seed -> build -> one ``prepare`` -> ``accumulate`` / ``backward`` -> ``gather_for_metrics``.
+Added on top: mixed precision, clipping, a warmup + cosine schedule, per-epoch evaluation,
+best-model saving, early stopping, atomic ``save_state`` checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration
+from timm.optim import create_optimizer_v2
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from hfkit.models import set_trainable
+from hfkit.recipes import Recipe, save_recipe
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    """What the loop needs besides the accelerate state to continue exactly."""
+
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of ``epoch`` already trained on
+    global_step: int = 0  # optimizer steps
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    evals_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_eval: dict[str, Any] = field(default_factory=dict)
+    best_predictions: list[int] = field(default_factory=list)  # eval-set order
+
+    def save(self, folder: Path) -> None:
+        (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainerState:
+        return cls(**json.loads((folder / STATE_FILE).read_text()))
+
+
+def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
+        save_model: Callable[[torch.nn.Module, Path], None],
+        resume: str | None = None, max_steps: int | None = None) -> TrainerState:
+    """Train ``model``; the best weights are written to ``recipe.output_dir`` by ``save_model``."""
+    t, out = recipe.train, Path(recipe.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(non_blocking=True))
+    checkpoint = find_checkpoint(out, resume) if resume else None
+    if checkpoint is None:
+        _refuse_to_mix_runs(out)
+    if recipe.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
+                                    momentum=t.momentum)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * t.epochs
+    # a prepared scheduler steps once per process per optimizer step, hence the factor
+    scheduler = accelerator.prepare(get_scheduler(
+        t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
+        num_training_steps=total_steps * accelerator.num_processes))
+
+    state = TrainerState()
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = TrainerState.load(checkpoint)
+        accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch + 1}, "
+                          f"step {state.global_step})")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_recipe(recipe, out / "recipe.yaml")
+    if t.tensorboard:
+        accelerator.init_trackers("tensorboard", config=_flat(recipe.to_dict()))
+
+    loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
+                 save_model, state, steps_per_epoch, max_steps)
+    result = loop.run()
+    accelerator.end_training()
+    return result
+
+
+class _Loop:
+    """One training run; split from ``fit`` so each phase reads as one short method."""
+
+    def __init__(self, recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
+                 save_model, state, steps_per_epoch, max_steps):
+        self.recipe, self.t, self.out = recipe, recipe.train, Path(recipe.output_dir)
+        self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
+        self.train_loader, self.eval_loader, self.save_model = train_loader, eval_loader, save_model
+        self.state, self.steps_per_epoch, self.max_steps = state, steps_per_epoch, max_steps
+
+    def run(self) -> TrainerState:
+        while self.state.epoch < self.t.epochs:
+            train_metrics = self.train_epoch()
+            if train_metrics is None:  # stopped by --max-steps inside the epoch
+                self.finish_interrupted()
+                break
+            self.end_epoch(train_metrics)
+            if self._patience_exhausted():
+                self.acc.print(f"Early stopping: no improvement of eval_{self.recipe.eval.metric} "
+                               f"in {self.t.early_stopping_patience} evaluations.")
+                break
+            if self.max_steps is not None and self.state.global_step >= self.max_steps:
+                break
+        return self.state
+
+    # -- training ------------------------------------------------------------------------------
+
+    def train_epoch(self) -> dict[str, float] | None:
+        """Train until the epoch ends (metrics) or --max-steps is reached (None)."""
+        s, acc = self.state, self.acc
+        set_trainable(self.acc.unwrap_model(self.model), self.t.strategy, s.epoch,
+                      self.t.unfreeze_after_epochs)
+        self.train_loader.set_epoch(s.epoch)
+        loader = self.train_loader
+        if s.batches_in_epoch:
+            loader = acc.skip_first_batches(self.train_loader, s.batches_in_epoch)
+        self.model.train()
+        totals = torch.zeros(3, device=acc.device)  # loss sum, correct, count
+        bar = tqdm(loader, total=len(self.train_loader), initial=s.batches_in_epoch,
+                   desc=f"epoch {s.epoch + 1}/{self.t.epochs}", unit="batch",
+                   disable=not acc.is_local_main_process, dynamic_ncols=True)
+        started = time.perf_counter()
+        for batch in bar:
+            loss, logits, labels = self.train_step(batch)
+            n = labels.shape[0]
+            totals += torch.stack([loss.detach().float() * n,
+                                   (logits.argmax(-1) == labels).sum().float(),
+                                   torch.tensor(float(n), device=acc.device)])
+            s.batches_in_epoch += 1
+            s.samples_seen += n * acc.num_processes
+            if not acc.sync_gradients:
+                continue
+            s.global_step += 1
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            if self.max_steps is not None and s.global_step >= self.max_steps:
+                s.train_seconds += time.perf_counter() - started
+                bar.close()
+                return None
+            if self.t.checkpoint_steps and s.global_step % self.t.checkpoint_steps == 0:
+                s.train_seconds += time.perf_counter() - started
+                self.save_checkpoint()
+                started = time.perf_counter()
+        bar.close()
+        s.train_seconds += time.perf_counter() - started
+        loss_sum, correct, count = self.acc.reduce(totals, reduction="sum").tolist()
+        return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1)}
+
+    def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with self.acc.accumulate(self.model):
+            logits, labels = forward(self.model, batch, self.recipe.model.channels_last)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.t.label_smoothing)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients and self.t.max_grad_norm:
+                self.acc.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, logits, labels
+
+    # -- evaluation, best model, checkpoints ---------------------------------------------------
+
+    def end_epoch(self, train_metrics: dict[str, float]) -> None:
+        s = self.state
+        metrics, predictions = evaluate(self.model, self.eval_loader, self.acc,
+                                        self.recipe.model.channels_last)
+        s.epoch += 1
+        s.batches_in_epoch = 0
+        record = {"epoch": s.epoch, "step": s.global_step, **train_metrics, **metrics,
+                  "lr": self.scheduler.get_last_lr()[0]}
+        s.history.append(record)
+        self._update_best(record, predictions)
+        self.acc.print(format_metrics(record))
+        self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
+                     step=s.global_step)
+        self.save_checkpoint()
+
+    def finish_interrupted(self) -> None:
+        """Stopped by --max-steps: checkpoint first (so resume is exact), then report."""
+        self.save_checkpoint()
+        if self.state.best_metric is None:  # nothing saved yet: evaluate what we have
+            metrics, predictions = evaluate(self.model, self.eval_loader, self.acc,
+                                            self.recipe.model.channels_last)
+            record = {"epoch": self.state.epoch + self.state.batches_in_epoch / len(self.train_loader),
+                      "step": self.state.global_step, **metrics}
+            self._update_best(record, predictions)
+            self.acc.print(format_metrics(record))
+
+    def _update_best(self, record: dict[str, Any], predictions: np.ndarray) -> None:
+        s, ev = self.state, self.recipe.eval
+        value = record.get(f"eval_{ev.metric}")
+        if value is None:
+            raise ValueError(f"eval.metric '{ev.metric}' is not computed; "
+                             f"choose one of {[k[5:] for k in record if k.startswith('eval_')]}")
+        better = s.best_metric is None or (value > s.best_metric if ev.greater_is_better
+                                           else value < s.best_metric)
+        if not better:
+            s.evals_without_improvement += 1
+            return
+        s.best_metric, s.best_epoch, s.evals_without_improvement = value, record["epoch"], 0
+        s.best_eval = {k: v for k, v in record.items() if k.startswith("eval_")}
+        s.best_predictions = predictions.tolist()
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            write_atomically(self.out, lambda tmp: self.save_model(self.acc.unwrap_model(self.model), tmp))
+
+    def _patience_exhausted(self) -> bool:
+        p = self.t.early_stopping_patience
+        return p is not None and self.state.evals_without_improvement >= p
+
+    def save_checkpoint(self) -> None:
+        """``save_state`` into a temporary folder, renamed into place when complete."""
+        acc, s = self.acc, self.state
+        root = self.out / CHECKPOINTS
+        final = root / f"step-{s.global_step:08d}"
+        tmp = root / f".tmp-{final.name}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            s.save(tmp)
+            save_recipe(self.recipe, tmp / "recipe.yaml")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+
+def forward(model, batch, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return model(images), labels
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator: Accelerator, channels_last: bool
+             ) -> tuple[dict[str, Any], np.ndarray]:
+    """Loss, accuracy and per-class accuracy over the whole eval set (all processes)."""
+    model.eval()
+    losses, predictions, targets = [], [], []
+    for batch in tqdm(loader, desc="eval", unit="batch", leave=False,
+                      disable=not accelerator.is_local_main_process):
+        logits, labels = forward(model, batch, channels_last)
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        loss, preds, labels = accelerator.gather_for_metrics((loss, logits.argmax(-1), labels))
+        losses.append(loss.cpu())
+        predictions.append(preds.cpu())
+        targets.append(labels.cpu())
+    model.train()
+    preds, labels = torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+    metrics = {"eval_loss": torch.cat(losses).mean().item(),
+               "eval_accuracy": float((preds == labels).mean()),
+               "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
+    return metrics, preds
+
+
+def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
+    return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
+            for c in range(num_classes)]
+
+
+def format_metrics(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']:g}"]
+    for key, value in record.items():
+        if key not in ("epoch", "step") and isinstance(value, float):
+            parts.append(f"{key} {value:.2e}" if key == "lr" else f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """Write files into a temporary folder, then move each into ``out`` (a crash leaves the old ones)."""
+    tmp = out / ".tmp-write"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for item in tmp.iterdir():
+        os.replace(item, out / item.name)
+    tmp.rmdir()
+
+
+def find_checkpoint(out: Path, resume: str) -> Path:
+    """``--resume latest`` or ``--resume PATH`` -> the checkpoint folder."""
+    if resume != "latest":
+        path = Path(resume).expanduser()
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"--resume: '{resume}' is not an hfkit checkpoint folder "
+                                    f"(no {STATE_FILE})")
+        return path
+    found = sorted((out / CHECKPOINTS).glob("step-*"))
+    if not found:
+        raise FileNotFoundError(f"--resume latest: no checkpoint in {out / CHECKPOINTS}")
+    return found[-1]
+
+
+def _refuse_to_mix_runs(out: Path) -> None:
+    if any((out / CHECKPOINTS).glob("step-*")):
+        raise FileExistsError(
+            f"{out} already holds checkpoints of an earlier run. Continue it with --resume latest, "
+            "or choose another --output-dir (or delete the folder) to start afresh.")
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
