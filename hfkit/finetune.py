@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from accelerate import PartialState
 from accelerate.utils import set_seed
 
@@ -15,7 +16,7 @@ from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.models import create_image_model, save_image_model
 from hfkit.recipes import Recipe
-from hfkit.training import TrainerState, fit
+from hfkit.training import TrainerState, check_output_dir, fit
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
 
@@ -31,6 +32,7 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
     """Run ``recipe``; returns the metrics also written to ``all_results.json``."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {max_steps}")
+    check_output_dir(Path(recipe.output_dir), resume)  # before minutes of data loading
     set_seed(recipe.train.seed)
     return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
 
@@ -82,7 +84,8 @@ def write_image_plots(state: TrainerState, eval_ds, label_names: list[str], n_pr
     if not preds:
         return
     plots.plot_confusion_matrix(eval_ds.labels, preds, label_names, out / "confusion_matrix.png")
-    if n_preview:
-        n = min(n_preview, len(eval_ds))
-        plots.plot_prediction_grid([eval_ds.image(i) for i in range(n)], eval_ds.labels[:n],
-                                   preds[:n], label_names, out / "predictions.png")
+    if n_preview:  # evenly spaced, so a class-sorted eval set still shows every class
+        picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
+        plots.plot_prediction_grid([eval_ds.image(i) for i in picks],
+                                   [eval_ds.labels[i] for i in picks], [preds[i] for i in picks],
+                                   label_names, out / "predictions.png")

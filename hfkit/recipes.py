@@ -76,12 +76,22 @@ class DataArgs:
     """DataLoader worker processes (default: number of CPU cores, at most 8)."""
     cache_images: bool | None = None
     """Decode images once and keep them in memory (default: when there are at most 20,000)."""
+    hflip: float = 0.5
+    """Probability of a horizontal flip in training."""
+    color_jitter: float = 0.4
+    """Colour jitter strength in training (0: none)."""
+    auto_augment: str | None = None
+    """timm auto-augment policy for training, e.g. ``rand-m9-mstd0.5-inc1`` (RandAugment)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise RecipeError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
         for key in ("max_train_samples", "max_eval_samples", "image_size"):
             _check_positive(f"data.{key}", getattr(self, key))
+        if not 0.0 <= self.hflip <= 1.0:
+            raise RecipeError(f"data.hflip must be a probability in [0, 1], got {self.hflip}")
+        if self.color_jitter < 0:
+            raise RecipeError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
         if self.num_workers is not None and self.num_workers < 0:
             raise RecipeError(f"data.num_workers must be >= 0, got {self.num_workers}")
 

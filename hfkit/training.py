@@ -66,9 +66,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
-    checkpoint = find_checkpoint(out, resume) if resume else None
-    if checkpoint is None:
-        _refuse_to_mix_runs(out)
+    checkpoint = check_output_dir(out, resume)
     if recipe.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
@@ -131,6 +129,7 @@ class _Loop:
     def train_epoch(self) -> dict[str, float] | None:
         """Train until the epoch ends (metrics) or --max-steps is reached (None)."""
         s, acc = self.state, self.acc
+        self.epoch_started = time.perf_counter()
         set_trainable(self.acc.unwrap_model(self.model), self.t.strategy, s.epoch,
                       self.t.unfreeze_after_epochs)
         self.train_loader.set_epoch(s.epoch)
@@ -189,7 +188,8 @@ class _Loop:
         s.epoch += 1
         s.batches_in_epoch = 0
         record = {"epoch": s.epoch, "step": s.global_step, **train_metrics, **metrics,
-                  "lr": self.scheduler.get_last_lr()[0]}
+                  "lr": self.scheduler.get_last_lr()[0],
+                  "epoch_seconds": time.perf_counter() - self.epoch_started}
         s.history.append(record)
         self._update_best(record, predictions)
         self.acc.print(format_metrics(record))
@@ -290,7 +290,8 @@ def format_metrics(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']:g}"]
     for key, value in record.items():
         if key not in ("epoch", "step") and isinstance(value, float):
-            parts.append(f"{key} {value:.2e}" if key == "lr" else f"{key} {value:.4f}")
+            parts.append(f"{key} {value:.2e}" if key == "lr" else
+                         f"({value:.1f} s)" if key == "epoch_seconds" else f"{key} {value:.4f}")
     return "  ".join(parts)
 
 
@@ -319,11 +320,15 @@ def find_checkpoint(out: Path, resume: str) -> Path:
     return found[-1]
 
 
-def _refuse_to_mix_runs(out: Path) -> None:
+def check_output_dir(out: Path, resume: str | None) -> Path | None:
+    """The checkpoint to resume from; refuses to mix a new run into an old run's checkpoints."""
+    if resume:
+        return find_checkpoint(out, resume)
     if any((out / CHECKPOINTS).glob("step-*")):
         raise FileExistsError(
             f"{out} already holds checkpoints of an earlier run. Continue it with --resume latest, "
             "or choose another --output-dir (or delete the folder) to start afresh.")
+    return None
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

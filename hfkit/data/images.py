@@ -93,10 +93,13 @@ def image_datasets(splits: ImageSplits, model: torch.nn.Module, args, seed: int
     min_size = decode_size(model)
     n = len(splits.train) + len(splits.eval)
     cache = args.cache_images if args.cache_images is not None else n <= CACHE_LIMIT
-    return tuple(
-        ImageDataset(ds, splits.image_column, splits.label_column, image_transforms(model, training),
-                     min_size, seed, cache, name)
-        for ds, training, name in ((splits.train, True, "train"), (splits.eval, False, "eval")))
+    augment = dict(hflip=args.hflip, color_jitter=args.color_jitter or None,
+                   auto_augment=args.auto_augment)
+    train_tf = image_transforms(model, is_training=True, **augment)
+    eval_tf = image_transforms(model, is_training=False)
+    col = splits.image_column, splits.label_column
+    return (ImageDataset(splits.train, *col, train_tf, min_size, seed, cache, "train"),
+            ImageDataset(splits.eval, *col, eval_tf, min_size, seed, cache, "eval"))
 
 
 def _pick_splits(splits: datasets.DatasetDict, train_split: str | None,
@@ -239,4 +242,6 @@ def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, num_workers: i
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
         num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+        # workers stay alive across epochs (a fork per epoch costs seconds on small sets);
+        # safe because the epoch reaches them inside each index, not as dataset state
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
