@@ -25,6 +25,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "TrainArgs",
+    "field_docs",
     "list_recipes",
     "load_recipe",
     "recipe_path",
