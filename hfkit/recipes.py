@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -334,6 +335,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         raise RecipeError(f"{key}: expected {_type_name(typ)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(typ)
+        if isinstance(value, bool) and ("no" if not value else "yes") in choices:
+            value = "yes" if value else "no"  # YAML 1.1 reads a bare `no` as false
         if value not in choices:
             raise RecipeError(f"{key}: expected one of {', '.join(map(str, choices))}, got {value!r}")
         return value
@@ -343,9 +346,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         return value
     if typ is float and not isinstance(value, bool):
         try:  # YAML 1.1 reads "1e-3" as a string, so accept numeric strings here
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            pass
+            number = math.nan
+        if math.isfinite(number):
+            return number
     if typ is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
     raise RecipeError(f"{key}: expected {_type_name(typ)}, got {value!r}")

@@ -48,3 +48,13 @@ def tiny_overrides(image_folder: Path) -> list[str]:
     return [f"data.path={image_folder}", "model.pretrained=false", "model.name=resnet18",
             "data.image_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=2",
             "train.mixed_precision=no", "eval.num_preview_images=4"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each in-process run builds its own Accelerator (precision may differ between tests)."""
+    yield
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    PartialState._reset_state()

@@ -154,3 +154,36 @@ def test_real_hymenoptera_layout():
     splits = load_image_splits(DataArgs(path=str(SHARED_DATA / "hymenoptera_data")), seed=0)
     assert splits.label_names == ["ants", "bees"]
     assert (len(splits.train), len(splits.eval)) == (245, 153)
+
+
+def test_zip_url_is_downloaded_once_and_reused_offline(image_folder, tmp_path, monkeypatch):
+    """A real HTTP download from a local server; the second load works with the server gone."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    shutil.make_archive(str(tmp_path / "served" / "images_data"), "zip", image_folder.parent, "images")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/images_data.zip"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    try:
+        first = load_image_splits(DataArgs(path=url), seed=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (len(first.train), len(first.eval)) == (24, 12)
+    assert str(tmp_path / "cache") in first.train.cast_column(
+        "image", datasets.Image(decode=False))[0]["image"]["path"]
+    again = load_image_splits(DataArgs(path=url), seed=0)  # server is down now
+    assert (len(again.train), len(again.eval)) == (24, 12)
+
+
+def test_unreachable_url_says_how_to_get_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConnectionError, match="data.path=/path/to/the/unpacked/folder"):
+        load_image_splits(DataArgs(path="http://127.0.0.1:9/missing.zip"), seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import datasets
@@ -43,19 +44,34 @@ def _load_hub(repo_id: str) -> datasets.DatasetDict:
 
 
 def download_archive(url: str) -> Path:
-    """Download and extract an archive into the Hugging Face cache (reused on later runs)."""
+    """Download and extract an archive into the Hugging Face cache, once.
+
+    The extracted folder is remembered per URL, so later runs (offline ones too) use it
+    without asking the server again.
+    """
+    cache = Path(datasets.config.HF_DATASETS_CACHE)
+    record = cache / "hfkit-urls" / hashlib.sha256(url.encode()).hexdigest()[:32]
+    if record.is_file() and Path(record.read_text()).is_dir():
+        return dataset_root(Path(record.read_text()))
     try:
-        extracted = datasets.DownloadManager(dataset_name="hfkit").download_and_extract(url)
+        extracted = _download_manager(cache).download_and_extract(url)
     except (ConnectionError, OSError) as e:
         raise ConnectionError(
-            f"could not download {url} ({e}).\nDownload and unpack it by hand, then pass "
-            "--set data.path=/path/to/the/unpacked/folder") from e
+            f"could not download {url} ({type(e).__name__}: {e}).\nDownload and unpack it by hand, "
+            "then pass --set data.path=/path/to/the/unpacked/folder") from e
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(str(extracted))
     return dataset_root(Path(extracted))
 
 
 def extract_archive(archive: Path) -> Path:
-    extracted = datasets.DownloadManager(dataset_name="hfkit").extract(str(archive))
+    extracted = _download_manager(Path(datasets.config.HF_DATASETS_CACHE)).extract(str(archive))
     return dataset_root(Path(extracted))
+
+
+def _download_manager(cache: Path) -> datasets.DownloadManager:
+    config = datasets.DownloadConfig(cache_dir=cache / "downloads")
+    return datasets.DownloadManager(dataset_name="hfkit", download_config=config)
 
 
 def dataset_root(folder: Path) -> Path:
