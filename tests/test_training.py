@@ -89,4 +89,4 @@ def test_bf16_mixed_precision_trains(tiny_overrides, tmp_path):
     results = _run(tiny_overrides + ["train.mixed_precision=bf16", "train.epochs=1"], tmp_path)
     assert 0.0 <= results["eval_accuracy"] <= 1.0 and results["global_step"] == 6
     weights = load_file(tmp_path / "model.safetensors")
-    assert all(t.dtype == torch.float32 for t in weights.values())
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
