@@ -66,6 +66,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
+    _check_world(accelerator)
     checkpoint = check_output_dir(out, resume)
     if recipe.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -318,6 +319,16 @@ def find_checkpoint(out: Path, resume: str) -> Path:
     if not found:
         raise FileNotFoundError(f"--resume latest: no checkpoint in {out / CHECKPOINTS}")
     return found[-1]
+
+
+def _check_world(accelerator: Accelerator) -> None:
+    """Several launched processes that each think they are alone would overwrite each other."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"{world} processes were launched but they do not form a group (no GPUs here?). "
+            "For several processes on CPUs set ACCELERATE_USE_CPU=1 (or answer 'multi-CPU' in "
+            "`accelerate config`); for one process use --num_processes 1.")
 
 
 def check_output_dir(out: Path, resume: str | None) -> Path | None:
