@@ -46,7 +46,7 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
     train_ds, eval_ds = image_datasets(splits, model, recipe.data, recipe.train.seed)
     t = recipe.train
     train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed)
-    eval_loader = make_loader(eval_ds, t.eval_batch_size or 2 * t.batch_size, False,
+    eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
                               recipe.data.num_workers, t.seed)
     state = fit(recipe, model, train_loader, eval_loader, save_image_model,
                 resume=resume, max_steps=max_steps)

@@ -75,7 +75,7 @@ class DataArgs:
     image_size: int | None = None
     """Square input size; default is the model's own ``pretrained_cfg`` input size."""
     num_workers: int | None = None
-    """DataLoader worker processes (default: number of CPU cores, at most 8)."""
+    """DataLoader worker processes (default: up to 8 with a GPU; on CPU none for cached images)."""
     cache_images: bool | None = None
     """Decode images once and keep them in memory (default: when there are at most 20,000)."""
     hflip: float = 0.5
@@ -105,7 +105,7 @@ class TrainArgs:
     batch_size: int = 32
     """Examples per optimizer step per process (before gradient accumulation)."""
     eval_batch_size: int | None = None
-    """Examples per evaluation batch (default: 2 x batch_size)."""
+    """Examples per evaluation batch (default: batch_size)."""
     lr: float = 1e-3
     """Peak learning rate."""
     optimizer: str = "sgd"

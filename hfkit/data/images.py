@@ -238,10 +238,19 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, num_workers: int | None,
                 seed: int) -> torch.utils.data.DataLoader:
-    workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
+    workers = default_workers(cached=ds.images is not None) if num_workers is None else num_workers
     return torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle),
         num_workers=workers, pin_memory=torch.cuda.is_available(),
         # workers stay alive across epochs (a fork per epoch costs seconds on small sets);
         # safe because the epoch reaches them inside each index, not as dataset state
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+
+def default_workers(cached: bool) -> int:
+    """Workers feed a GPU; on CPU they compete with the model for the same cores, so decoded
+    (cached) images are transformed in the main process, where it costs a few percent."""
+    cpus = os.cpu_count() or 1
+    if torch.cuda.is_available():
+        return min(cpus, 8)
+    return 0 if cached else min(4, max(1, cpus // 2))
