@@ -14,6 +14,7 @@ from accelerate.utils import set_seed
 
 from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
+from hfkit.hub import push_result_folder
 from hfkit.models import create_image_model, save_image_model
 from hfkit.recipes import Recipe
 from hfkit.training import TrainerState, check_output_dir, fit
@@ -58,6 +59,9 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
         (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         write_image_plots(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
         print(f"Results in {out}/ (model.safetensors, config.json, all_results.json, plots)")
+        if recipe.hub.push:
+            url = push_result_folder(out, recipe.hub.repo_id, private=recipe.hub.private)
+            print(f"Pushed to {url}")
     return results
 
 

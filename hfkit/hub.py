@@ -47,3 +47,32 @@ def offline_weights_help(repo_id: str, what: str = "model") -> str:
     setting = "model.pretrained" if what == "model" else "data.path"
     return (f"On a machine with internet, run: hf download {repo_id}{repo_type} --local-dir {folder}\n"
             f"copy the folder here, and pass --set {setting}={folder}")
+
+
+# What a result folder shares: weights in safetensors only (never pickles), config,
+# preprocessing/tokenizer files, the recipe, metrics and plots; never checkpoints or logs.
+PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "README.md"]
+PUSH_EXCLUDE = ["checkpoints/**", "tensorboard/**", ".tmp*/**", "*.bin", "*.pt", "*.pth", "*.pkl"]
+
+
+def push_result_folder(folder: str | os.PathLike, repo_id: str, private: bool = False,
+                       commit_message: str | None = None) -> str:
+    """Create ``repo_id`` if needed and upload the shareable files of a result folder.
+
+    The token comes from the environment (HF_TOKEN) or ``hf auth login``, never from a recipe.
+    Uploading again is safe: unchanged files are not sent twice.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=PUSH_PATTERNS,
+                                   ignore_patterns=PUSH_EXCLUDE,
+                                   commit_message=commit_message or f"Upload {os.path.basename(folder)}")
+    except HfHubHTTPError as e:
+        raise ConnectionError(f"upload to {repo_id} failed: {e}\nCheck that you are logged in "
+                              "(`hf auth login` or HF_TOKEN) and may write to that repo; "
+                              "then run the same command again.") from e
+    return commit.commit_url
