@@ -17,6 +17,8 @@ from hfkit.inference import ImageClassifier
 from hfkit.recipes import load_recipe
 from hfkit.training import find_checkpoint
 
+pytestmark = pytest.mark.slow
+
 RESULT_FILES = ["model.safetensors", "config.json", "recipe.yaml", "all_results.json",
                 "training_curves.png", "confusion_matrix.png", "predictions.png"]
 

@@ -187,3 +187,15 @@ def test_unreachable_url_says_how_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConnectionError, match="data.path=/path/to/the/unpacked/folder"):
         load_image_splits(DataArgs(path="http://127.0.0.1:9/missing.zip"), seed=0)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10").is_dir(), reason="shared data absent")
+def test_real_parquet_hub_layout():
+    """A local snapshot in the Hub's parquet layout: image/label columns found by feature type."""
+    args = DataArgs(path=str(SHARED_DATA / "cifar10"), max_train_samples=50, max_eval_samples=20)
+    splits = load_image_splits(args, seed=0)
+    assert (splits.image_column, splits.label_column) == ("img", "label")
+    assert splits.label_names[0] == "airplane" and len(splits.label_names) == 10
+    assert (len(splits.train), len(splits.eval)) == (50, 20)
+    train, _ = image_datasets(splits, _model(), DataArgs(), seed=0)
+    assert len(train) == 50 and train[0][0].shape == (3, 32, 32)
