@@ -120,8 +120,8 @@ class TrainArgs:
     """Share of all optimizer steps spent warming up linearly from 0."""
     gradient_accumulation_steps: int = 1
     """Micro-batches summed before each optimizer step."""
-    max_grad_norm: float | None = 1.0
-    """Clip the gradient norm to this value (null: no clipping)."""
+    max_grad_norm: float | None = None
+    """Clip the gradient norm to this value (null: no clipping, usual for CNNs with SGD)."""
     label_smoothing: float = 0.0
     """Label smoothing for the cross-entropy loss."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
