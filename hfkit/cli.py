@@ -27,8 +27,8 @@ def finetune_command(args: argparse.Namespace) -> int:
     from hfkit.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides, output_dir=args.output_dir)
-    finetune(recipe, resume=args.resume, max_steps=args.max_steps)
-    return 0
+    results = finetune(recipe, resume=args.resume, max_steps=args.max_steps)
+    return 130 if results.get("interrupted") else 0  # 130: the shell's code for Ctrl-C
 
 
 def recipes_command(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
                 resume=resume, max_steps=max_steps)
     results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
                         time.perf_counter() - started)
+    results["interrupted"] = state.interrupted
     results["skipped_files"] = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
     if PartialState().is_main_process:
         out = Path(recipe.output_dir)

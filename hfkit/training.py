@@ -11,6 +11,9 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ class TrainerState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_eval: dict[str, Any] = field(default_factory=dict)
     best_predictions: list[int] = field(default_factory=list)  # eval-set order
+    interrupted: bool = False  # stopped by a signal, not by the end of training
 
     def save(self, folder: Path) -> None:
         (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=2))
@@ -95,9 +99,47 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
 
     loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                  save_model, state, steps_per_epoch, max_steps)
-    result = loop.run()
+    with StopRequest(enabled=accelerator.num_processes == 1) as stop:
+        loop.stop = stop
+        result = loop.run()
+    result.interrupted = stop.requested
+    if stop.requested:
+        accelerator.print(f"Interrupted at step {result.global_step}; a checkpoint was saved. "
+                          "Continue with --resume latest.")
     accelerator.end_training()
     return result
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM asks the loop to stop at the next optimizer step and checkpoint there.
+
+    Stopping between steps (never inside ``optimizer.step``) keeps the checkpoint consistent.
+    A second Ctrl-C aborts at once. Only for one process: several processes would each see the
+    signal at a different batch and wait for each other forever.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nStopping after this step and saving a checkpoint (Ctrl-C again to abort).",
+              file=sys.stderr)
 
 
 class _Loop:
@@ -109,11 +151,12 @@ class _Loop:
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.train_loader, self.eval_loader, self.save_model = train_loader, eval_loader, save_model
         self.state, self.steps_per_epoch, self.max_steps = state, steps_per_epoch, max_steps
+        self.stop = StopRequest(enabled=False)
 
     def run(self) -> TrainerState:
         while self.state.epoch < self.t.epochs:
             train_metrics = self.train_epoch()
-            if train_metrics is None:  # stopped by --max-steps inside the epoch
+            if train_metrics is None:  # stopped by --max-steps or a signal inside the epoch
                 self.finish_interrupted()
                 break
             self.end_epoch(train_metrics)
@@ -121,7 +164,8 @@ class _Loop:
                 self.acc.print(f"Early stopping: no improvement of eval_{self.recipe.eval.metric} "
                                f"in {self.t.early_stopping_patience} evaluations.")
                 break
-            if self.max_steps is not None and self.state.global_step >= self.max_steps:
+            if self.stop.requested or (self.max_steps is not None
+                                       and self.state.global_step >= self.max_steps):
                 break
         return self.state
 
@@ -155,7 +199,7 @@ class _Loop:
                 continue
             s.global_step += 1
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
-            if self.max_steps is not None and s.global_step >= self.max_steps:
+            if self.stop.requested or (self.max_steps is not None and s.global_step >= self.max_steps):
                 s.train_seconds += time.perf_counter() - started
                 bar.close()
                 return None

@@ -114,3 +114,33 @@ def test_two_processes_on_cpu(tiny_overrides, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
     assert results["eval_samples"] == 12 and results["global_step"] == 3  # 24 images / (2 x 4)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_overrides, tmp_path):
+    """Ctrl-C mid-run: the run stops between steps, checkpoints, exits 130; --resume finishes."""
+    import signal
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "hfkit.cli", "finetune", "--recipe", "hymenoptera",
+            "--output-dir", str(out), *_sets(tiny_overrides + ["train.epochs=40"])]
+    checkpoints = out / "checkpoints"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    seen = []
+    for line in proc.stdout:  # wait for the first epoch's metrics, then interrupt
+        seen.append(line)
+        if "eval_accuracy" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "--resume latest" in rest
+    state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
+    assert 6 <= state["global_step"] < 240 and state["interrupted"] is False
+    resumed = subprocess.run([*args, "--resume", "latest", "--max-steps", str(state["global_step"] + 6)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from {checkpoints}" in resumed.stdout
+    final = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
+    assert final["global_step"] == state["global_step"] + 6
