@@ -57,7 +57,9 @@ class ModelArgs:
 @dataclass
 class DataArgs:
     path: str = ""
-    """Hub data set id, local folder, or http(s) URL of a zip file."""
+    """Hub data set id, local folder or file, or http(s) URL of a zip file."""
+    config: str | None = None
+    """Configuration of a Hub data set, e.g. ``wikitext-2-raw-v1``."""
     train_split: str | None = None
     """Name of the training split (default: ``train``)."""
     eval_split: str | None = None
@@ -68,6 +70,14 @@ class DataArgs:
     """Image column of a Hub/parquet data set (default: the first Image feature)."""
     label_column: str | None = None
     """Label column (default: the first ClassLabel feature, else ``label``)."""
+    text_column: str | None = None
+    """Text column of a text data set (default: ``text``, else the only string column)."""
+    max_length: int | None = None
+    """Truncate texts to this many tokens (default: the tokenizer's limit, at most 512)."""
+    block_size: int | None = None
+    """Causal LM: tokens per training block (default: the model's context, at most 1024)."""
+    group_by_length: bool = False
+    """Batch texts of similar length together (less padding; order still seeded)."""
     max_train_samples: int | None = None
     """Use a seeded random subset of this many training examples."""
     max_eval_samples: int | None = None
@@ -88,7 +98,7 @@ class DataArgs:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise RecipeError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
-        for key in ("max_train_samples", "max_eval_samples", "image_size"):
+        for key in ("max_train_samples", "max_eval_samples", "image_size", "max_length", "block_size"):
             _check_positive(f"data.{key}", getattr(self, key))
         if not 0.0 <= self.hflip <= 1.0:
             raise RecipeError(f"data.hflip must be a probability in [0, 1], got {self.hflip}")
@@ -139,7 +149,7 @@ class TrainArgs:
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement (null: never)."""
     tensorboard: bool = False
-    """Also log metrics to TensorBoard under <output_dir>/tensorboard."""
+    """Also log metrics to TensorBoard under ``<output_dir>/tensorboard``."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "gradient_accumulation_steps", "unfreeze_after_epochs",
@@ -189,13 +199,13 @@ class HubArgs:
 @dataclass
 class Recipe:
     name: str = "custom"
-    """Short name of the recipe; the default output folder is runs/<name>."""
-    task: Literal["image-classification"] = "image-classification"
+    """Short name of the recipe; the default output folder is ``runs/<name>``."""
+    task: Literal["image-classification", "text-classification", "causal-lm"] = "image-classification"
     """What is trained; picks the data loader, model family and metrics."""
     description: str = ""
     """One line shown by ``hfkit recipes``."""
     output_dir: str | None = None
-    """Where results and checkpoints go (default: runs/<name>)."""
+    """Where results and checkpoints go (default: ``runs/<name>``)."""
     model: ModelArgs = field(default_factory=ModelArgs)
     data: DataArgs = field(default_factory=DataArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
