@@ -88,7 +88,11 @@ def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_af
 
 
 def classifier(model: torch.nn.Module) -> torch.nn.Module:
-    head = model.get_classifier()
+    """The classification head: timm's ``get_classifier()``, or transformers' classifier/score."""
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+    else:
+        head = getattr(model, "classifier", None) or getattr(model, "score", None)
     if not isinstance(head, torch.nn.Module) or not any(True for _ in head.parameters()):
         raise ValueError(f"{type(model).__name__} has no trainable classifier to probe")
     return head

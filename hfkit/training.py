@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from timm.optim import create_optimizer_v2
@@ -30,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hfkit.models import set_trainable
+from hfkit.objectives import Classification
 from hfkit.recipes import Recipe, save_recipe
 
 CHECKPOINTS = "checkpoints"
@@ -62,9 +61,14 @@ class TrainerState:
 
 
 def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
-        save_model: Callable[[torch.nn.Module, Path], None],
+        save_model: Callable[[torch.nn.Module, Path], None], objective=None,
         resume: str | None = None, max_steps: int | None = None) -> TrainerState:
-    """Train ``model``; the best weights are written to ``recipe.output_dir`` by ``save_model``."""
+    """Train ``model``; the best weights are written to ``recipe.output_dir`` by ``save_model``.
+
+    ``objective`` computes losses and metrics (default: image classification).
+    """
+    channels_last = recipe.model.channels_last and recipe.task == "image-classification"
+    objective = objective or Classification(channels_last, recipe.train.label_smoothing)
     t, out = recipe.train, Path(recipe.output_dir)
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -72,7 +76,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
     _check_world(accelerator)
     checkpoint = check_output_dir(out, resume)
-    if recipe.model.channels_last:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
                                     momentum=t.momentum)
@@ -98,7 +102,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         accelerator.init_trackers("tensorboard", config=_flat(recipe.to_dict()))
 
     loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, steps_per_epoch, max_steps)
+                 save_model, state, steps_per_epoch, max_steps, objective)
     with StopRequest(enabled=accelerator.num_processes == 1) as stop:
         loop.stop = stop
         result = loop.run()
@@ -146,11 +150,12 @@ class _Loop:
     """One training run; split from ``fit`` so each phase reads as one short method."""
 
     def __init__(self, recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, steps_per_epoch, max_steps):
+                 save_model, state, steps_per_epoch, max_steps, objective):
         self.recipe, self.t, self.out = recipe, recipe.train, Path(recipe.output_dir)
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.train_loader, self.eval_loader, self.save_model = train_loader, eval_loader, save_model
         self.state, self.steps_per_epoch, self.max_steps = state, steps_per_epoch, max_steps
+        self.objective = objective
         self.stop = StopRequest(enabled=False)
 
     def run(self) -> TrainerState:
@@ -188,13 +193,10 @@ class _Loop:
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
         started = time.perf_counter()
         for batch in bar:
-            loss, logits, labels = self.train_step(batch)
-            n = labels.shape[0]
-            totals += torch.stack([loss.detach().float() * n,
-                                   (logits.argmax(-1) == labels).sum().float(),
-                                   torch.tensor(float(n), device=acc.device)])
+            loss, stats = self.train_step(batch)
+            totals += stats
             s.batches_in_epoch += 1
-            s.samples_seen += n * acc.num_processes
+            s.samples_seen += _batch_size(batch) * acc.num_processes
             if not acc.sync_gradients:
                 continue
             s.global_step += 1
@@ -209,27 +211,24 @@ class _Loop:
                 started = time.perf_counter()
         bar.close()
         s.train_seconds += time.perf_counter() - started
-        loss_sum, correct, count = self.acc.reduce(totals, reduction="sum").tolist()
-        return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1)}
+        return self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
 
-    def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         with self.acc.accumulate(self.model):
-            logits, labels = forward(self.model, batch, self.recipe.model.channels_last)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.t.label_smoothing)
+            loss, stats = self.objective.train_loss(self.model, batch)
             self.acc.backward(loss)
             if self.acc.sync_gradients and self.t.max_grad_norm:
                 self.acc.clip_grad_norm_(self.model.parameters(), self.t.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss, logits, labels
+        return loss, stats.float()
 
     # -- evaluation, best model, checkpoints ---------------------------------------------------
 
     def end_epoch(self, train_metrics: dict[str, float]) -> None:
         s = self.state
-        metrics, predictions = evaluate(self.model, self.eval_loader, self.acc,
-                                        self.recipe.model.channels_last)
+        metrics, predictions = evaluate(self.model, self.eval_loader, self.acc, self.objective)
         s.epoch += 1
         s.batches_in_epoch = 0
         record = {"epoch": s.epoch, "step": s.global_step, **train_metrics, **metrics,
@@ -246,14 +245,13 @@ class _Loop:
         """Stopped by --max-steps: checkpoint first (so resume is exact), then report."""
         self.save_checkpoint()
         if self.state.best_metric is None:  # nothing saved yet: evaluate what we have
-            metrics, predictions = evaluate(self.model, self.eval_loader, self.acc,
-                                            self.recipe.model.channels_last)
+            metrics, predictions = evaluate(self.model, self.eval_loader, self.acc, self.objective)
             record = {"epoch": self.state.epoch + self.state.batches_in_epoch / len(self.train_loader),
                       "step": self.state.global_step, **metrics}
             self._update_best(record, predictions)
             self.acc.print(format_metrics(record))
 
-    def _update_best(self, record: dict[str, Any], predictions: np.ndarray) -> None:
+    def _update_best(self, record: dict[str, Any], predictions: list[int]) -> None:
         s, ev = self.state, self.recipe.eval
         value = record.get(f"eval_{ev.metric}")
         if value is None:
@@ -266,7 +264,7 @@ class _Loop:
             return
         s.best_metric, s.best_epoch, s.evals_without_improvement = value, record["epoch"], 0
         s.best_eval = {k: v for k, v in record.items() if k.startswith("eval_")}
-        s.best_predictions = predictions.tolist()
+        s.best_predictions = predictions
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             write_atomically(self.out, lambda tmp: self.save_model(self.acc.unwrap_model(self.model), tmp))
@@ -296,39 +294,24 @@ class _Loop:
         acc.wait_for_everyone()
 
 
-def forward(model, batch, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = batch
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return model(images), labels
+def _batch_size(batch) -> int:
+    labels = batch["labels"] if isinstance(batch, dict) else batch[1]
+    return int(labels.shape[0])
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator: Accelerator, channels_last: bool
-             ) -> tuple[dict[str, Any], np.ndarray]:
-    """Loss, accuracy and per-class accuracy over the whole eval set (all processes)."""
+def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[str, Any], list[int]]:
+    """The objective's metrics over the whole eval set, gathered from all processes."""
     model.eval()
-    losses, predictions, targets = [], [], []
+    gathered: dict[str, list[torch.Tensor]] = {}
     for batch in tqdm(loader, desc="eval", unit="batch", leave=False,
                       disable=not accelerator.is_local_main_process):
-        logits, labels = forward(model, batch, channels_last)
-        loss = F.cross_entropy(logits.float(), labels, reduction="none")
-        loss, preds, labels = accelerator.gather_for_metrics((loss, logits.argmax(-1), labels))
-        losses.append(loss.cpu())
-        predictions.append(preds.cpu())
-        targets.append(labels.cpu())
+        values = accelerator.gather_for_metrics(objective.eval_batch(model, batch))
+        for key, value in values.items():
+            gathered.setdefault(key, []).append(value.cpu())
     model.train()
-    preds, labels = torch.cat(predictions).numpy(), torch.cat(targets).numpy()
-    metrics = {"eval_loss": torch.cat(losses).mean().item(),
-               "eval_accuracy": float((preds == labels).mean()),
-               "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
-    return metrics, preds
-
-
-def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | None]:
-    num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
-    return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
-            for c in range(num_classes)]
+    return objective.metrics({k: torch.cat(v).float().numpy() if "loss" in k or k == "tokens"
+                              else torch.cat(v).numpy() for k, v in gathered.items()})
 
 
 def format_metrics(record: dict[str, Any]) -> str:

@@ -1,0 +1,111 @@
+"""What is optimised and measured: the task-specific part of the training loop.
+
+An objective turns a batch into a loss (training) and into per-example values to gather
+(evaluation), and turns the gathered values into metrics. The loop in ``training.py`` stays
+the same for images, text classification and language modelling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class Classification:
+    """Cross-entropy over class logits: timm models (image batches) or transformers (dict batches)."""
+
+    train_metric = "accuracy"
+
+    def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0) -> None:
+        self.channels_last, self.label_smoothing = channels_last, label_smoothing
+
+    def logits_and_labels(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(batch, dict):  # tokenized text: the labels travel in the batch
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            return model(**inputs).logits, batch["labels"]
+        images, labels = batch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return model(images), labels
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss, and [loss sum, correct, count] for the epoch's running metrics."""
+        logits, labels = self.logits_and_labels(model, batch)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        n = labels.new_tensor(labels.shape[0], dtype=torch.float32)
+        correct = (logits.argmax(-1) == labels).sum().float()
+        return loss, torch.stack([loss.detach() * n, correct, n])
+
+    def eval_batch(self, model, batch) -> dict[str, torch.Tensor]:
+        logits, labels = self.logits_and_labels(model, batch)
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        return {"loss": loss, "prediction": logits.argmax(-1), "label": labels}
+
+    def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
+        preds, labels = gathered["prediction"], gathered["label"]
+        metrics = {"eval_loss": float(gathered["loss"].mean()),
+                   "eval_accuracy": float((preds == labels).mean()),
+                   "eval_f1": f1_score(preds, labels),
+                   "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
+        return metrics, preds.tolist()
+
+    @staticmethod
+    def train_summary(loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1)}
+
+
+class CausalLM:
+    """Next-token cross-entropy; reports loss and perplexity (exp of the mean token loss)."""
+
+    train_metric = "perplexity"
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = model(**batch).loss
+        tokens = (batch["labels"][:, 1:] != -100).sum().float()
+        return loss, torch.stack([loss.detach() * tokens, tokens.new_zeros(()), tokens])
+
+    def eval_batch(self, model, batch) -> dict[str, torch.Tensor]:
+        # per-example losses (not one number per batch) so gather_for_metrics can drop the
+        # duplicated examples of the last uneven batch in distributed runs
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        labels = batch["labels"][:, 1:]
+        token_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
+                                     reduction="none", ignore_index=-100).view(labels.shape)
+        mask = (labels != -100).float()
+        return {"loss_sum": (token_loss * mask).sum(1), "tokens": mask.sum(1)}
+
+    def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
+        loss = float(gathered["loss_sum"].sum() / max(gathered["tokens"].sum(), 1))
+        return {"eval_loss": loss, "eval_perplexity": _safe_exp(loss)}, []
+
+    @staticmethod
+    def train_summary(loss_sum: float, _: float, tokens: float) -> dict[str, float]:
+        loss = loss_sum / max(tokens, 1)
+        return {"train_loss": loss, "train_perplexity": _safe_exp(loss)}
+
+
+def _safe_exp(x: float) -> float:
+    return math.exp(x) if x < 700 else math.inf
+
+
+def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
+    return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
+            for c in range(num_classes)]
+
+
+def f1_score(preds: np.ndarray, labels: np.ndarray) -> float:
+    """Binary F1 of class 1 for two classes, else macro F1 over the classes that occur."""
+    classes = np.union1d(preds, labels)
+    if len(classes) <= 2 and classes.max(initial=0) <= 1:
+        classes = np.array([1])
+    scores = []
+    for c in classes:
+        tp = np.sum((preds == c) & (labels == c))
+        denom = np.sum(preds == c) + np.sum(labels == c)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores))
