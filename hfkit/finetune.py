@@ -16,6 +16,7 @@ from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.hub import push_result_folder
 from hfkit.models import create_image_model, save_image_model
+from hfkit.objectives import CausalLM, Classification
 from hfkit.recipes import Recipe
 from hfkit.training import TrainerState, check_output_dir, fit
 
@@ -53,13 +54,69 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
                 resume=resume, max_steps=max_steps)
     results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
                         time.perf_counter() - started)
-    results["interrupted"] = state.interrupted
     results["skipped_files"] = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
+
+    def draw(out: Path) -> None:
+        write_classification_plots(state, eval_ds.labels, splits.label_names, out)
+        write_prediction_grid(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
+    return finish(recipe, state, results, draw)
+
+
+@register_task("text-classification")
+def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: int | None
+                                 ) -> dict[str, Any]:
+    from hfkit.data.text import load_text_classification, make_text_loader, tokenize_splits
+    from hfkit.models import create_text_model, text_model_saver
+
+    started, t = time.perf_counter(), recipe.train
+    splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
+    model, tokenizer = create_text_model(recipe.model, recipe.task, splits.label_names)
+    train_ds, eval_ds = tokenize_splits(splits, tokenizer, recipe.data.max_length)
+    train_loader = make_text_loader(train_ds, tokenizer, t.batch_size, True, t.seed,
+                                    recipe.data.group_by_length)
+    eval_loader = make_text_loader(eval_ds, tokenizer, t.eval_batch_size or t.batch_size, False, t.seed)
+    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
+                objective=Classification(label_smoothing=t.label_smoothing),
+                resume=resume, max_steps=max_steps)
+    results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
+                        time.perf_counter() - started)
+    labels = list(eval_ds["labels"])
+    return finish(recipe, state, results,
+                  lambda out: write_classification_plots(state, labels, splits.label_names, out))
+
+
+@register_task("causal-lm")
+def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None) -> dict[str, Any]:
+    from hfkit.data.causal_lm import group_into_blocks, load_lm_texts, make_block_loader
+    from hfkit.models import create_text_model, text_model_saver
+
+    started, t = time.perf_counter(), recipe.train
+    train_texts, eval_texts = load_lm_texts(recipe.data, t.seed)
+    model, tokenizer = create_text_model(recipe.model, recipe.task)
+    block = recipe.data.block_size or min(1024, tokenizer.model_max_length,
+                                          getattr(model.config, "n_positions", 1024))
+    train_ds = group_into_blocks(train_texts, tokenizer, block)
+    eval_ds = group_into_blocks(eval_texts, tokenizer, block)
+    train_loader = make_block_loader(train_ds, t.batch_size, True, t.seed)
+    eval_loader = make_block_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
+    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
+                objective=CausalLM(), resume=resume, max_steps=max_steps)
+    results = summarize(state, [], len(train_ds), len(eval_ds), time.perf_counter() - started)
+    results["block_size"] = block
+    return finish(recipe, state, results, lambda out: None)
+
+
+def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
+           draw: Callable[[Path], None]) -> dict[str, Any]:
+    """Write all_results.json and the plots, push if asked (main process only)."""
+    results["interrupted"] = state.interrupted
     if PartialState().is_main_process:
         out = Path(recipe.output_dir)
         (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
-        write_image_plots(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
-        print(f"Results in {out}/ (model.safetensors, config.json, all_results.json, plots)")
+        if state.history:
+            plots.plot_curves(state.history, out / "training_curves.png")
+        draw(out)
+        print(f"Results in {out}/ (model weights, config, all_results.json, plots)")
         if recipe.hub.push:
             url = push_result_folder(out, recipe.hub.repo_id, private=recipe.hub.private)
             print(f"Pushed to {url}")
@@ -81,16 +138,19 @@ def summarize(state: TrainerState, label_names: list[str], n_train: int, n_eval:
     return results
 
 
-def write_image_plots(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,
-                      out: Path) -> None:
-    if state.history:
-        plots.plot_curves(state.history, out / "training_curves.png")
+def write_classification_plots(state: TrainerState, labels: list[int], label_names: list[str],
+                               out: Path) -> None:
+    if state.best_predictions:
+        plots.plot_confusion_matrix(np.asarray(labels), np.asarray(state.best_predictions),
+                                    label_names, out / "confusion_matrix.png")
+
+
+def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,
+                          out: Path) -> None:
     preds = state.best_predictions
-    if not preds:
+    if not preds or not n_preview:
         return
-    plots.plot_confusion_matrix(eval_ds.labels, preds, label_names, out / "confusion_matrix.png")
-    if n_preview:  # evenly spaced, so a class-sorted eval set still shows every class
-        picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
-        plots.plot_prediction_grid([eval_ds.image(i) for i in picks],
-                                   [eval_ds.labels[i] for i in picks], [preds[i] for i in picks],
-                                   label_names, out / "predictions.png")
+    # evenly spaced, so a class-sorted eval set still shows every class
+    picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
+    plots.plot_prediction_grid([eval_ds.image(i) for i in picks], [eval_ds.labels[i] for i in picks],
+                               [preds[i] for i in picks], label_names, out / "predictions.png")

@@ -121,3 +121,66 @@ def load_image_model(name_or_path: str) -> torch.nn.Module:
 def label_names(model: torch.nn.Module) -> list[str]:
     names = model.pretrained_cfg.get("label_names")
     return list(names) if names else [str(i) for i in range(model.num_classes)]
+
+
+# ---------------------------------------------------------------------------------------------
+# transformers models (text)
+
+TEXT_MODEL_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
+                      "causal-lm": "AutoModelForCausalLM"}
+
+
+def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None = None):
+    """(model, tokenizer) from a Hub id or a local folder; ``pretrained=false`` keeps only the config.
+
+    For classification the head is sized to ``label_names`` and the names are stored as
+    ``id2label``/``label2id``, so the saved folder shows labels by name.
+    """
+    import transformers
+
+    source = args.pretrained if isinstance(args.pretrained, str) else args.name
+    if isinstance(args.pretrained, str) and not Path(source).expanduser().exists():
+        raise RecipeError(f"model.pretrained: no such folder '{source}'")
+    model_class = getattr(transformers, TEXT_MODEL_CLASSES[task])
+    kwargs = {}
+    if label_names is not None:
+        kwargs = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                      label2id={name: i for i, name in enumerate(label_names)})
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+        if args.pretrained is False:
+            config = transformers.AutoConfig.from_pretrained(source, **kwargs)
+            model = model_class.from_config(config)
+        else:  # a new head of another size than the checkpoint's is expected, not an error
+            model = model_class.from_pretrained(source, ignore_mismatched_sizes=True, **kwargs)
+    except OSError as e:
+        if Path(source).expanduser().exists():
+            raise
+        raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the "
+                           f"Hub is not reachable ({type(e).__name__}).\n{offline_weights_help(source)}"
+                           .replace("model.pretrained", "model.name")) from e
+    if tokenizer.pad_token is None:  # GPT-2 has none; padding then reuses end-of-text
+        tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def text_model_saver(tokenizer):
+    """A ``save_model`` for the training loop: safetensors weights, config and the tokenizer."""
+    def save(model: torch.nn.Module, folder: Path) -> None:
+        model.save_pretrained(folder)  # safetensors: the only format transformers 5 writes
+        tokenizer.save_pretrained(folder)
+    return save
+
+
+def model_family(name_or_path: str) -> str:
+    """'timm' or 'transformers', from the folder's config.json (timm's has 'architecture')."""
+    import json
+
+    config = Path(name_or_path).expanduser() / "config.json"
+    if not config.is_file():
+        from huggingface_hub import hf_hub_download
+
+        config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
+    data = json.loads(config.read_text())
+    return "timm" if "architecture" in data and "architectures" not in data else "transformers"

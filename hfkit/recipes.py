@@ -171,13 +171,13 @@ class EvalArgs:
     metric: str = "accuracy"
     """Metric that picks the best checkpoint and drives early stopping."""
     greater_is_better: bool | None = None
-    """Direction of ``metric`` (default: false for names containing 'loss', else true)."""
+    """Direction of ``metric`` (default: false for loss and perplexity, else true)."""
     num_preview_images: int = 16
     """Validation images drawn in the prediction grid (0: no grid)."""
 
     def __post_init__(self) -> None:
         if self.greater_is_better is None:
-            self.greater_is_better = "loss" not in self.metric
+            self.greater_is_better = not any(w in self.metric for w in ("loss", "perplexity"))
         if self.num_preview_images < 0:
             raise RecipeError("eval.num_preview_images must be >= 0")
 
