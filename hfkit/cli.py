@@ -1,4 +1,4 @@
-"""The ``hfkit`` command: finetune, recipes, predict."""
+"""The ``hfkit`` command: finetune, recipes, predict, generate."""
 
 from __future__ import annotations
 
@@ -46,18 +46,39 @@ def recipes_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
-    from hfkit.inference import ImageClassifier
+    from hfkit.inference import ImageClassifier, TextClassifier
+    from hfkit.models import model_family
 
+    if model_family(args.model) == "transformers":  # inputs are texts
+        classifier = TextClassifier(args.model)
+        for text, ranked in zip(args.inputs, classifier.predict(args.inputs, top_k=args.top_k)):
+            print(text)
+            _print_ranked(ranked)
+        return 0
     classifier = ImageClassifier(args.model)
-    for path in args.images:
+    for path in args.inputs:
         try:
             (ranked,) = classifier.predict([path], top_k=args.top_k)
         except (OSError, ValueError) as e:
             print(f"{path}: cannot read image ({e})", file=sys.stderr)
             continue
         print(path)
-        for label, score in ranked:
-            print(f"  {score:7.2%}  {label}")
+        _print_ranked(ranked)
+    return 0
+
+
+def _print_ranked(ranked: list[tuple[str, float]]) -> None:
+    for label, score in ranked:
+        print(f"  {score:7.2%}  {label}")
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.inference import generate
+
+    generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+             top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+             seed=args.seed, stream=True)
     return 0
 
 
@@ -69,11 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=finetune_command)
     p = sub.add_parser("recipes", help="list the registered recipes")
     p.set_defaults(func=recipes_command)
-    p = sub.add_parser("predict", help="classify images with a result folder or Hub model")
+    p = sub.add_parser("predict", help="classify images or texts with a result folder or Hub model")
     p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("inputs", nargs="+", help="image files (image model) or texts (text model)")
     p.set_defaults(func=predict_command)
+    p = sub.add_parser("generate", help="continue a prompt with a causal LM, printed as it is made")
+    p.add_argument("--model", required=True, help="result folder (runs/gpt2) or Hub id")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=1.0, help="0: greedy decoding")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: smallest set with this probability")
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, help="makes sampling repeatable")
+    p.set_defaults(func=generate_command)
     return parser
 
 
