@@ -8,6 +8,7 @@ the same for images, text classification and language modelling.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ class Classification:
         self.channels_last, self.label_smoothing = channels_last, label_smoothing
 
     def logits_and_labels(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(batch, dict):  # tokenized text: the labels travel in the batch
+        if isinstance(batch, Mapping):  # tokenized text (BatchEncoding): labels travel inside
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             return model(**inputs).logits, batch["labels"]
         images, labels = batch

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,7 +295,7 @@ class _Loop:
 
 
 def _batch_size(batch) -> int:
-    labels = batch["labels"] if isinstance(batch, dict) else batch[1]
+    labels = batch["labels"] if isinstance(batch, Mapping) else batch[1]
     return int(labels.shape[0])
 
 
