@@ -23,11 +23,10 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from tqdm.auto import tqdm
 
-from hfkit.data.sources import load_splits
+from hfkit.data.sources import load_splits, pick_splits, seeded_subset
 
 logger = logging.getLogger(__name__)
 
-EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 CACHE_LIMIT = 20_000  # images kept decoded in memory when data.cache_images is left unset
 
 
@@ -67,7 +66,7 @@ def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None)
 def load_image_splits(args, seed: int) -> ImageSplits:
     """Read a recipe's ``data`` section into train/eval splits, with seeded subsets."""
     splits = load_splits(args.path)
-    train_split, eval_split = _pick_splits(splits, args.train_split, args.eval_split)
+    train_split, eval_split = pick_splits(splits, args.train_split, args.eval_split)
     train = splits[train_split]
     image_col = args.image_column or _find_column(train, datasets.Image, "image_column")
     label_col = args.label_column or _find_column(train, datasets.ClassLabel, "label_column",
@@ -82,8 +81,8 @@ def load_image_splits(args, seed: int) -> ImageSplits:
         train, evaluation = held_out["train"], held_out["test"]
     else:
         evaluation = splits[eval_split]
-    return ImageSplits(_subset(train, args.max_train_samples, seed),
-                       _subset(evaluation, args.max_eval_samples, seed),
+    return ImageSplits(seeded_subset(train, args.max_train_samples, seed),
+                       seeded_subset(evaluation, args.max_eval_samples, seed),
                        image_col, label_col, _label_names(train, label_col))
 
 
@@ -100,20 +99,6 @@ def image_datasets(splits: ImageSplits, model: torch.nn.Module, args, seed: int
     col = splits.image_column, splits.label_column
     return (ImageDataset(splits.train, *col, train_tf, min_size, seed, cache, "train"),
             ImageDataset(splits.eval, *col, eval_tf, min_size, seed, cache, "eval"))
-
-
-def _pick_splits(splits: datasets.DatasetDict, train_split: str | None,
-                 eval_split: str | None) -> tuple[str, str | None]:
-    train_split = train_split or "train"
-    if train_split not in splits:
-        raise ValueError(f"no split '{train_split}' in the data (splits: {list(splits)}); "
-                         "set data.train_split")
-    if eval_split is not None and eval_split not in splits:
-        raise ValueError(f"no split '{eval_split}' in the data (splits: {list(splits)}); "
-                         "set data.eval_split")
-    if eval_split is None:
-        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_split), None)
-    return train_split, eval_split
 
 
 def _find_column(ds: datasets.Dataset, feature_type: type, key: str, fallback: str | None = None) -> str:
@@ -138,13 +123,6 @@ def _label_names(ds: datasets.Dataset, label_col: str) -> list[str]:
         raise ValueError(f"labels in column '{label_col}' must be a ClassLabel or 0..N-1 integers, "
                          f"got {values[:10]}")
     return [str(v) for v in values]
-
-
-def _subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
-    """A seeded random subset, so a small run sees every class and repeats exactly."""
-    if n is None or n >= len(ds):
-        return ds
-    return ds.shuffle(seed=seed).select(range(n))
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -6,12 +6,37 @@ import hashlib
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from hfkit.hub import offline_weights_help
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                  ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
-ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tgz")
+EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
+
+
+def pick_splits(splits: datasets.DatasetDict, train_split: str | None,
+                eval_split: str | None) -> tuple[str, str | None]:
+    """The training split (default ``train``) and the evaluation split, if the data has one."""
+    train_split = train_split or "train"
+    for key, name in (("train_split", train_split), ("eval_split", eval_split)):
+        if name is not None and name not in splits:
+            raise ValueError(f"no split '{name}' in the data (splits: {list(splits)}); set data.{key}")
+    if eval_split is None:
+        eval_split = next((s for s in EVAL_SPLIT_NAMES if s in splits and s != train_split), None)
+    return train_split, eval_split
+
+
+def seeded_subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
+    """A seeded random subset of ``n`` rows, kept in their original order (texts stay contiguous)."""
+    if n is None or n >= len(ds):
+        return ds
+    return ds.select(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
+
+
+def is_string_feature(feature) -> bool:
+    return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
 
 
 def load_splits(path: str) -> datasets.DatasetDict:

@@ -1,0 +1,115 @@
+"""The text recipes end to end on tiny models and data, offline, through `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from conftest import REPETITIVE, REPO, toy_reviews
+
+pytestmark = pytest.mark.slow
+
+
+def _launch(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "scripts/finetune.py", *args]
+    return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _hfkit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hfkit.cli", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
+def _write_hub_layout(root: Path) -> Path:
+    """A local copy in the Hub's parquet layout, like ../shared/data/imdb."""
+    (root / "plain_text").mkdir(parents=True)
+    features = datasets.Features(text=datasets.Value("string"),
+                                 label=datasets.ClassLabel(names=["neg", "pos"]))
+    for split, n, seed in (("train", 160, 0), ("test", 60, 1)):
+        rows = toy_reviews(n, seed)
+        ds = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
+                                        features=features)
+        ds.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def imdb_run(tmp_path_factory, tiny_bert_dir) -> Path:
+    root = tmp_path_factory.mktemp("imdb")
+    data = _write_hub_layout(root / "data")
+    out = root / "run"
+    proc = _launch(["--recipe", "imdb", "--output-dir", str(out), *_sets([
+        f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=64", "train.epochs=8",
+        "train.lr=3e-3", "train.batch_size=16", "train.warmup_ratio=0", "train.mixed_precision=no"])])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def test_text_classifier_learns_and_saves_a_loadable_folder(imdb_run):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    results = json.loads((imdb_run / "all_results.json").read_text())
+    assert results["eval_accuracy"] >= 0.9 and results["eval_f1"] >= 0.9
+    assert results["epoch"] == 8 and results["train_samples"] == 160
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.yaml",
+                 "training_curves.png", "confusion_matrix.png"):
+        assert (imdb_run / name).is_file(), name
+    model = AutoModelForSequenceClassification.from_pretrained(imdb_run)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert AutoTokenizer.from_pretrained(imdb_run)("great movie")["input_ids"]
+
+
+def test_predict_prints_labels_for_texts(imdb_run):
+    proc = _hfkit("predict", "--model", str(imdb_run), "--top-k", "2",
+                  "the film was wonderful", "the plot was dreadful")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "the film was wonderful" and lines[3] == "the plot was dreadful"
+    assert lines[1].split()[-1] == "pos" and lines[4].split()[-1] == "neg"  # top label of each
+
+
+@pytest.fixture(scope="module")
+def gpt2_run(tmp_path_factory, tiny_gpt2_dir) -> Path:
+    root = tmp_path_factory.mktemp("gpt2")
+    text = root / "corpus.txt"
+    text.write_text("\n".join([REPETITIVE] * 120))
+    out = root / "run"
+    proc = _launch(["--recipe", "gpt2", "--output-dir", str(out), *_sets([
+        f"data.path={text}", "data.config=null", f"model.name={tiny_gpt2_dir}", "data.block_size=32",
+        "train.epochs=10",
+        "train.lr=3e-3", "train.batch_size=8", "train.mixed_precision=no"])])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+def test_gpt2_perplexity_falls(gpt2_run, tiny_gpt2_dir):
+    results = json.loads((gpt2_run / "all_results.json").read_text())
+    history = json.loads(sorted((gpt2_run / "checkpoints").glob("step-*"))[-1].joinpath(
+        "trainer_state.json").read_text())["history"]
+    vocab = json.loads((tiny_gpt2_dir / "config.json").read_text())["vocab_size"]
+    assert history[0]["eval_perplexity"] < vocab / 2  # far below a random model's ~vocab size
+    assert history[-1]["eval_perplexity"] < history[0]["eval_perplexity"]
+    assert results["eval_perplexity"] < 3  # the repetitive text is almost memorised
+
+
+def test_generation_is_repeatable_with_a_seed(gpt2_run):
+    args = ["generate", "--model", str(gpt2_run), "--prompt", "the quick", "--max-new-tokens", "12",
+            "--temperature", "0.8", "--top-p", "0.95", "--seed", "0"]
+    first, second = _hfkit(*args), _hfkit(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout and first.stdout.startswith("the quick")
+    greedy = _hfkit("generate", "--model", str(gpt2_run), "--prompt", "the quick brown",
+                    "--max-new-tokens", "6", "--temperature", "0")
+    assert "fox" in greedy.stdout  # the memorised continuation
