@@ -7,6 +7,7 @@ the same for images, text classification and language modelling.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from hfkit.metrics import load_metric
 
 
 class Classification:
@@ -48,9 +51,11 @@ class Classification:
 
     def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
         preds, labels = gathered["prediction"], gathered["label"]
+        two_classes = max(preds.max(initial=0), labels.max(initial=0)) <= 1
         metrics = {"eval_loss": float(gathered["loss"].mean()),
-                   "eval_accuracy": float((preds == labels).mean()),
-                   "eval_f1": f1_score(preds, labels),
+                   **_prefixed(metric("accuracy").compute(predictions=preds, references=labels)),
+                   **_prefixed(metric("f1").compute(predictions=preds, references=labels,
+                                                    average="binary" if two_classes else "macro")),
                    "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
         return metrics, preds.tolist()
 
@@ -80,13 +85,25 @@ class CausalLM:
         return {"loss_sum": (token_loss * mask).sum(1), "tokens": mask.sum(1)}
 
     def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
-        loss = float(gathered["loss_sum"].sum() / max(gathered["tokens"].sum(), 1))
-        return {"eval_loss": loss, "eval_perplexity": _safe_exp(loss)}, []
+        # per-example mean token losses, weighted by their token counts: the corpus token mean
+        tokens = gathered["tokens"]
+        losses = gathered["loss_sum"] / np.maximum(tokens, 1)
+        return _prefixed(metric("perplexity").compute(losses=losses, weights=tokens)), []
 
     @staticmethod
     def train_summary(loss_sum: float, _: float, tokens: float) -> dict[str, float]:
         loss = loss_sum / max(tokens, 1)
         return {"train_loss": loss, "train_perplexity": _safe_exp(loss)}
+
+
+@functools.cache
+def metric(name: str):
+    """hfkit's local evaluate module ``name``, loaded once, kept in memory (no cache files)."""
+    return load_metric(name, keep_in_memory=True)
+
+
+def _prefixed(values: dict[str, float]) -> dict[str, float]:
+    return {f"eval_{k}": float(v) for k, v in values.items()}
 
 
 def _safe_exp(x: float) -> float:
@@ -97,16 +114,3 @@ def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | No
     num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
     return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
             for c in range(num_classes)]
-
-
-def f1_score(preds: np.ndarray, labels: np.ndarray) -> float:
-    """Binary F1 of class 1 for two classes, else macro F1 over the classes that occur."""
-    classes = np.union1d(preds, labels)
-    if len(classes) <= 2 and classes.max(initial=0) <= 1:
-        classes = np.array([1])
-    scores = []
-    for c in classes:
-        tp = np.sum((preds == c) & (labels == c))
-        denom = np.sum(preds == c) + np.sum(labels == c)
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))

@@ -215,3 +215,11 @@ def test_perplexity_accumulates_batches_with_and_without_weights(metric):
 def test_perplexity_rejects_zero_weights(metric):
     with pytest.raises(ValueError, match="positive sum"):
         metric("perplexity").compute(losses=[1.0], weights=[0])
+
+
+def test_f1_without_any_true_positive_is_zero():
+    """All predictions wrong: the empty selection must not break the division (regression)."""
+    from hfkit.metrics import load_metric
+
+    f1 = load_metric("f1", keep_in_memory=True)
+    assert f1.compute(predictions=[0, 0, 0], references=[1, 1, 1])["f1"] == 0.0

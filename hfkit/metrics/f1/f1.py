@@ -85,7 +85,8 @@ class F1(evaluate.Metric):
         if average == "micro":
             return {"f1": _ratio(2 * tp.sum(), true_sum.sum() + pred_sum.sum())}
         denominator = true_sum + pred_sum
-        per_class = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+        # float output: bincount of an empty selection comes back as int64 even with weights
+        per_class = np.divide(2 * tp, denominator, out=np.zeros(len(tp)), where=denominator > 0)
         if average is None:
             return {"f1": per_class.tolist()}
         if average == "binary":
