@@ -142,9 +142,9 @@ def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None 
     if isinstance(args.pretrained, str) and not Path(source).expanduser().exists():
         raise RecipeError(f"model.pretrained: no such folder '{source}'")
     model_class = getattr(transformers, TEXT_MODEL_CLASSES[task])
-    kwargs = {}
+    kwargs = _attention_dropout(source, args.attention_dropout)
     if label_names is not None:
-        kwargs = dict(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
                       label2id={name: i for i, name in enumerate(label_names)})
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
@@ -163,6 +163,23 @@ def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None 
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+# what each architecture calls its attention dropout (BERT/RoBERTa, GPT-2, DistilBERT/Llama)
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attn_pdrop", "attention_dropout")
+
+
+def _attention_dropout(source: str, value: float | None) -> dict[str, float]:
+    if value is None:
+        return {}
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(source)
+    keys = [k for k in ATTENTION_DROPOUT_KEYS if hasattr(config, k)]
+    if not keys:
+        raise RecipeError(f"model.attention_dropout: {type(config).__name__} has no attention dropout "
+                          "setting; leave it null")
+    return dict.fromkeys(keys, value)
 
 
 def text_model_saver(tokenizer):

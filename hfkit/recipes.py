@@ -46,12 +46,17 @@ class ModelArgs:
     """true (Hub weights), false (random init), or a local weights file / model folder."""
     channels_last: bool = True
     """Use the channels-last memory format (faster convolutions on CPU and GPU)."""
+    attention_dropout: float | None = None
+    """Transformers: dropout on attention weights (null: the model's own). 0 lets PyTorch's
+    fused attention (SDPA) run its fast kernel in training too."""
 
     def __post_init__(self) -> None:
         if not self.name:
             raise RecipeError("model.name must not be empty")
         if isinstance(self.pretrained, str) and not self.pretrained:
             raise RecipeError("model.pretrained must be true, false or a path")
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise RecipeError(f"model.attention_dropout must be in [0, 1), got {self.attention_dropout}")
 
 
 @dataclass

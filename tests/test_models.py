@@ -188,3 +188,26 @@ def test_set_trainable():
     assert _trainable(model) == head
     set_trainable(model, "freeze-then-unfreeze", epoch=1, unfreeze_after=1)
     assert _trainable(model) == everything
+
+
+def test_text_model_from_local_folder_with_labels_and_attention_dropout(tiny_bert_dir):
+    from hfkit.models import create_text_model
+
+    args = ModelArgs(name=str(tiny_bert_dir), attention_dropout=0.0)
+    model, tokenizer = create_text_model(args, "text-classification", ["neg", "pos", "mixed"])
+    assert model.config.attention_probs_dropout_prob == 0.0
+    assert model.config.id2label == {0: "neg", 1: "pos", 2: "mixed"}
+    assert model.classifier.out_features == 3
+    assert tokenizer("great film")["input_ids"][0] == tokenizer.cls_token_id
+    random_args = ModelArgs(name=str(tiny_bert_dir), pretrained=False)
+    fresh, _ = create_text_model(random_args, "text-classification", ["neg", "pos"])
+    assert fresh.config.attention_probs_dropout_prob == 0.1  # the model's own when left unset
+
+
+def test_text_model_missing_offline_says_how_to_download(tmp_path, monkeypatch):
+    from hfkit.models import create_text_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="hf download nobody/no-such-model"):
+        create_text_model(ModelArgs(name="nobody/no-such-model"), "text-classification", ["a", "b"])
