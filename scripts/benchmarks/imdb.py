@@ -87,7 +87,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/imdb")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra hfkit recipe overrides")
-    parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--seed", type=int, default=42, help="train.seed for both sides")
+    parser.add_argument("--only", choices=["plain", "hfkit"], help="run one side only")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from hfkit.recipes import load_recipe
@@ -96,11 +97,13 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         recipe = load_recipe("imdb", [f"data.path={args.data}", f"model.name={model_dir}", *COMMON,
-                                      *args.overrides], output_dir=str(Path(tmp) / "run"))
-        if not args.skip_plain:
+                                      f"train.seed={args.seed}", *args.overrides],
+                             output_dir=str(Path(tmp) / "run"))
+        if args.only != "hfkit":
             rows["plain loop"] = plain_loop(model_dir, recipe)
-        rows["hfkit recipe"] = hfkit_run(recipe)
-    print(f"\nIMDb, all-MiniLM-L6-v2, 2,000 train / 1,000 test reviews, 1 epoch, "
+        if args.only != "plain":
+            rows["hfkit recipe"] = hfkit_run(recipe)
+    print(f"\nIMDb, all-MiniLM-L6-v2, 2,000 train / 1,000 test reviews, 1 epoch, seed {args.seed}, "
           f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     print(f"{'':14}{'train ex/s':>12}{'wall s':>10}{'test acc':>10}")
     for name, r in rows.items():
