@@ -102,7 +102,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         accelerator.init_trackers("tensorboard", config=_flat(recipe.to_dict()))
 
     loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, steps_per_epoch, max_steps, objective)
+                 save_model, state, max_steps, objective)
     with StopRequest(enabled=accelerator.num_processes == 1) as stop:
         loop.stop = stop
         result = loop.run()
@@ -150,11 +150,11 @@ class _Loop:
     """One training run; split from ``fit`` so each phase reads as one short method."""
 
     def __init__(self, recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, steps_per_epoch, max_steps, objective):
+                 save_model, state, max_steps, objective):
         self.recipe, self.t, self.out = recipe, recipe.train, Path(recipe.output_dir)
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.train_loader, self.eval_loader, self.save_model = train_loader, eval_loader, save_model
-        self.state, self.steps_per_epoch, self.max_steps = state, steps_per_epoch, max_steps
+        self.state, self.max_steps = state, max_steps
         self.objective = objective
         self.stop = StopRequest(enabled=False)
 

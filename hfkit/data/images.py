@@ -139,9 +139,9 @@ class ImageDataset(torch.utils.data.Dataset):
         entries = ds.cast_column(image_col, datasets.Image(decode=False))[image_col]
         self.sources = [_source(entry) for entry in entries]
         labels = list(ds[label_col])
-        images, self.skipped = self._scan(name, keep=cache)
-        self.skipped_sources = [_describe(self.sources[i], i) for i in self.skipped]
-        keep = [i for i in range(len(self.sources)) if i not in self.skipped]
+        images, skipped = self._scan(name, keep=cache)
+        self.skipped_sources = [_describe(self.sources[i], i) for i in skipped]
+        keep = [i for i in range(len(self.sources)) if i not in skipped]
         self.sources = [self.sources[i] for i in keep]
         self.labels = [int(labels[i]) for i in keep]
         self.images = [images[i] for i in keep] if cache else None
