@@ -1,9 +1,11 @@
-"""The ``hfkit`` command: finetune, recipes, predict, generate."""
+"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from hfkit.hub import go_offline_if_unreachable
 
@@ -82,6 +84,57 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def qa_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.inference import answer
+
+    context = args.context
+    if args.context_file:
+        context = Path(args.context_file).read_text(encoding="utf-8")
+    if context is None:
+        raise ValueError("give the text to search with --context or --context-file")
+    result = answer(args.question, context, model=args.model, top_k=args.top_k,
+                    max_answer_length=args.max_answer_length, doc_stride=args.doc_stride,
+                    max_length=args.max_length, handle_impossible=args.handle_impossible,
+                    precision=args.precision)
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.evaluation import evaluate_qa
+
+    results = evaluate_qa(args.model, args.data, split=args.split, output_dir=args.output_dir,
+                          max_samples=args.max_samples, batch_size=args.batch_size,
+                          max_answer_length=args.max_answer_length, doc_stride=args.doc_stride,
+                          max_length=args.max_length, scorer=args.scorer, precision=args.precision)
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def download_command(args: argparse.Namespace) -> int:
+    from hfkit.hub import download
+
+    folder = download(args.repo_id, args.to or f"./models/{args.repo_id.split('/')[-1]}",
+                      repo_type=args.repo_type, revision=args.revision, include=args.include or None)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and ".cache" not in p.parts)
+    print(f"Downloaded {args.repo_id} to {folder}/ ({len(files)} files: {', '.join(files)})")
+    what = "--set data.path=" if args.repo_type == "dataset" else "--model "
+    print(f"Use it offline with HF_HUB_OFFLINE=1 and {what}{folder}")
+    return 0
+
+
+def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-answer-length", type=int, default=30, help="longest answer, in tokens")
+    p.add_argument("--doc-stride", type=int, default=128,
+                   help="tokens shared by neighbouring windows of a long context")
+    p.add_argument("--max-length", type=int, default=384, help="tokens per window (question + context)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="bf16: faster on GPUs and on CPUs with AVX512-BF16")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hfkit", description="Hugging Face transfer learning toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +158,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, help="makes sampling repeatable")
     p.set_defaults(func=generate_command)
+    p = sub.add_parser("qa", help="answer a question from a context with an extractive QA model")
+    p.add_argument("--model", required=True, help="model folder (runs/cmrc2018, ./models/x) or Hub id")
+    p.add_argument("--question", required=True)
+    p.add_argument("--context", help="the text that holds the answer")
+    p.add_argument("--context-file", help="read the context from this UTF-8 text file")
+    p.add_argument("--top-k", type=int, default=1, help="number of answers, best first")
+    p.add_argument("--handle-impossible", action="store_true",
+                   help="allow an empty answer when the model says the context has none")
+    _add_qa_arguments(p)
+    p.set_defaults(func=qa_command)
+    p = sub.add_parser("evaluate", help="score an extractive QA model on SQuAD-style data (EM/F1)")
+    p.add_argument("--model", required=True, help="model folder or Hub id")
+    p.add_argument("--data", required=True, help="SQuAD-style JSON file, folder or Hub data set id")
+    p.add_argument("--split", help="split to score (default: validation/dev, else the only one)")
+    p.add_argument("--output-dir", help="where predictions go (default: <model>/eval-<data>)")
+    p.add_argument("--max-samples", type=int, help="score only the first N questions")
+    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--scorer", choices=["auto", "cmrc2018", "squad"], default="auto",
+                   help="EM/F1 definition (auto: cmrc2018 for Chinese, else squad)")
+    _add_qa_arguments(p)
+    p.set_defaults(func=evaluate_command)
+    p = sub.add_parser("download", help="fetch a Hub model or data set into a folder for offline use")
+    p.add_argument("repo_id", help="e.g. uer/roberta-base-chinese-extractive-qa")
+    p.add_argument("--to", help="target folder (default ./models/<name>)")
+    p.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    p.add_argument("--revision", help="branch, tag or commit")
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="download only files matching GLOB (repeatable); default: what loading needs")
+    p.set_defaults(func=download_command)
     return parser
 
 

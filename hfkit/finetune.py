@@ -106,6 +106,47 @@ def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None
     return finish(recipe, state, results, lambda out: None)
 
 
+@register_task("question-answering")
+def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: int | None
+                                ) -> dict[str, Any]:
+    from hfkit.data.qa import QACollator, eval_features, load_qa_splits, train_features
+    from hfkit.data.text import make_text_loader
+    from hfkit.models import create_text_model, position_limit, text_model_saver
+    from hfkit.objectives import ExtractiveQA
+
+    started, t, d = time.perf_counter(), recipe.train, recipe.data
+    splits = load_qa_splits(d, t.seed)  # checked before any model is built
+    model, tokenizer = create_text_model(recipe.model, recipe.task)
+    max_length = min(d.max_length or 384, position_limit(model.config))
+    train_ds = train_features(splits.train, tokenizer, max_length, d.doc_stride)
+    windows = eval_features(splits.eval, tokenizer, max_length, d.doc_stride)
+    objective = ExtractiveQA(splits.eval, windows, recipe.eval.max_answer_length, recipe.eval.qa_scorer)
+    eval_ds = windows.select_columns([c for c in (*QACollator.MODEL_KEYS, "context_mask")
+                                      if c in windows.column_names])
+    eval_ds = eval_ds.add_column("feature_index", list(range(len(eval_ds))))
+    collate = QACollator(tokenizer)
+    train_loader = make_text_loader(train_ds, tokenizer, t.batch_size, True, t.seed, d.group_by_length,
+                                    collate_fn=collate)
+    eval_loader = make_text_loader(eval_ds, tokenizer, t.eval_batch_size or t.batch_size, False, t.seed,
+                                   collate_fn=collate)
+    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
+                objective=objective, resume=resume, max_steps=max_steps)
+    results = summarize(state, [], len(splits.train), len(splits.eval), time.perf_counter() - started)
+    results.update(qa_scorer=objective.scorer, train_windows=len(train_ds), eval_windows=len(eval_ds),
+                   max_length=max_length, doc_stride=d.doc_stride)
+    return finish(recipe, state, results, lambda out: write_qa_predictions(state.best_predictions, out))
+
+
+def write_qa_predictions(nbest: list[dict], out: Path) -> None:
+    """predictions.json (id -> answer) and nbest_predictions.json (id -> ranked answers), as run_qa."""
+    if not nbest:
+        return
+    predictions = {row["id"]: row["nbest"][0]["answer"] for row in nbest}
+    (out / "predictions.json").write_text(json.dumps(predictions, indent=2, ensure_ascii=False))
+    (out / "nbest_predictions.json").write_text(
+        json.dumps({row["id"]: row["nbest"] for row in nbest}, indent=2, ensure_ascii=False))
+
+
 def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
            draw: Callable[[Path], None]) -> dict[str, Any]:
     """Write all_results.json and the plots, push if asked (main process only)."""

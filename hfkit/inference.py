@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import PIL.Image
 import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms
-from hfkit.models import label_names, load_image_model
+from hfkit.models import label_names, load_image_model, position_limit
+from hfkit.qa import top_spans
 
 
 class ImageClassifier:
@@ -85,3 +88,181 @@ def generate(name_or_path: str, prompt: str, max_new_tokens: int = 50, temperatu
                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                              streamer=TextStreamer(tokenizer) if stream else None, **options)
     return tokenizer.decode(out[0], skip_special_tokens=True)
+
+
+# -- extractive question answering ---------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+MIN_CONTEXT_TOKENS = 16  # a window must hold at least this much context beside the question
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class QuestionAnswerer:
+    """An extractive QA model (``*ForQuestionAnswering``) with its tokenizer, from a folder or Hub id.
+
+    Works offline from a folder holding ``config.json``, ``pytorch_model.bin`` or
+    ``model.safetensors``, and a tokenizer (``vocab.txt`` alone is enough for BERT-style models).
+    ``precision="bf16"`` runs the model in bfloat16: faster on CPUs with AVX512-BF16 and on GPUs.
+    """
+
+    def __init__(self, name_or_path: str, device: str | None = None, precision: str = "fp32",
+                 max_length: int = 384, doc_stride: int = 128) -> None:
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
+        _check_qa_folder(name_or_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.model = AutoModelForQuestionAnswering.from_pretrained(name_or_path,
+                                                                       dtype=PRECISIONS[precision])
+        except OSError as e:
+            if os.path.isdir(name_or_path):
+                raise
+            raise RuntimeError(_not_found_message(name_or_path, e)) from e
+        _check_qa_model(self.model.config, name_or_path)
+        self.model.to(self.device).eval()
+        self.max_length = min(max_length, position_limit(self.model.config))
+        self.doc_stride = doc_stride
+
+    def __call__(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
+                 max_answer_length: int = 30, handle_impossible: bool = False,
+                 batch_size: int = 16) -> list[list[dict]]:
+        """The ``top_k`` best answers for each (question, context) pair; see :func:`answer`."""
+        from hfkit.data.qa import QACollator, encode_windows
+        from hfkit.qa import collect_answers
+
+        stride = self._stride(questions, contexts)
+        enc = encode_windows(self.tokenizer, list(questions), list(contexts), self.max_length, stride)
+        _check_vocabulary(enc, self.tokenizer)
+        n = len(enc["input_ids"])
+        collate = QACollator(self.tokenizer)
+        spans: dict[str, list] = {}
+        order = sorted(range(n), key=lambda w: -len(enc["input_ids"][w]))  # little padding per batch
+        with torch.inference_mode():
+            for i in range(0, n, batch_size):
+                rows = [{k: enc[k][w] for k in (*QACollator.MODEL_KEYS, "context_mask") if k in enc}
+                        for w in order[i:i + batch_size]]
+                batch = {k: v.to(self.device) for k, v in collate(rows).items()}
+                context_mask = batch.pop("context_mask")
+                out = self.model(**batch)
+                found = top_spans(out.start_logits, out.end_logits, context_mask, max_answer_length,
+                                  with_null=handle_impossible)
+                for key, value in found.items():
+                    spans.setdefault(key, []).extend(value.cpu().numpy())
+        unsorted = {key: [None] * n for key in spans}
+        for key, values in spans.items():
+            for w, value in zip(order, values):
+                unsorted[key][w] = value
+        return collect_answers(unsorted, enc["example_index"], enc["offset_mapping"], list(contexts),
+                               top_k=top_k, handle_impossible=handle_impossible)
+
+    def _stride(self, questions: Sequence[str], contexts: Sequence[str]) -> int:
+        """Check the inputs; the window overlap, shrunk when a long question leaves little room."""
+        from hfkit.data.qa import window_room
+
+        if len(questions) != len(contexts):
+            raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        room = self.max_length
+        for i, (q, c) in enumerate(zip(questions, contexts)):
+            which = f" {i}" if len(questions) > 1 else ""
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError(f"question{which} is empty: ask something about the context")
+            if not isinstance(c, str) or not c.strip():
+                raise ValueError(f"context{which} is empty: give the text that holds the answer")
+            room = min(room, window_room(self.tokenizer, q, self.max_length))
+            if room < MIN_CONTEXT_TOKENS:
+                raise ValueError(
+                    f"question{which} is too long: it leaves {max(room, 0)} of the window's "
+                    f"{self.max_length} tokens for the context (at least {MIN_CONTEXT_TOKENS} are "
+                    "needed). Shorten the question.")
+        return min(self.doc_stride, room // 2)  # the tokenizer needs stride < context room
+
+
+def answer(question: str | Sequence[str], context: str | Sequence[str],
+           model: str | QuestionAnswerer = "uer/roberta-base-chinese-extractive-qa", top_k: int = 1,
+           max_answer_length: int = 30, doc_stride: int = 128, max_length: int = 384,
+           handle_impossible: bool = False, batch_size: int = 16, device: str | None = None,
+           precision: str = "fp32"):
+    """Answer questions by pointing at a span of their context.
+
+    ``question`` and ``context`` are strings, or equal-length lists (one context may serve many
+    questions). Each answer is ``{"answer", "score", "start", "end"}`` with ``start``/``end``
+    character offsets into the context. Returns one dict for one question with ``top_k=1``, a list
+    of ``top_k`` dicts for one question, and a list of those for several questions (as the old
+    transformers pipeline did). Contexts longer than the window are read in overlapping windows
+    of ``max_length`` tokens, ``doc_stride`` tokens of overlap. With ``handle_impossible`` the
+    answer may be empty (SQuAD 2.0-style models), when the model's "no answer" score is best.
+    ``model`` is a folder, a Hub id or a loaded :class:`QuestionAnswerer` (loaded models are
+    kept, so repeated calls with the same name load once).
+
+    >>> answer("谁是人工智能之父？", "艾伦·图灵是人工智能之父，被誉为计算机科学的奠基人。",
+    ...        model="./models/roberta-chinese-qa")                                # doctest: +SKIP
+    {'answer': '艾伦·图灵', 'score': 0.97, 'start': 0, 'end': 5}
+    """
+    single = isinstance(question, str)
+    questions = [question] if single else list(question)
+    contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+    if not questions:
+        return []
+    qa = model if isinstance(model, QuestionAnswerer) else _load_answerer(
+        model, device, precision, max_length, doc_stride)
+    results = qa(questions, contexts, top_k=top_k, max_answer_length=max_answer_length,
+                 handle_impossible=handle_impossible, batch_size=batch_size)
+    if top_k == 1:
+        results = [r[0] for r in results]
+    return results[0] if single else results
+
+
+@functools.lru_cache(maxsize=2)
+def _load_answerer(name_or_path: str, device: str | None, precision: str, max_length: int,
+                   doc_stride: int) -> QuestionAnswerer:
+    return QuestionAnswerer(name_or_path, device, precision, max_length, doc_stride)
+
+
+def _check_qa_folder(path: str) -> None:
+    """A local folder must hold weights and a tokenizer; say which is missing and what to do."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        if folder.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise FileNotFoundError(f"no model folder '{path}'")
+        return  # a Hub id
+    names = {p.name for p in folder.iterdir()}
+    if "config.json" not in names:
+        raise FileNotFoundError(f"'{path}' has no config.json: is it a model folder?")
+    if not any(n.endswith(".safetensors") or (n.startswith("pytorch_model") and n.endswith(".bin"))
+               for n in names):
+        raise FileNotFoundError(f"'{path}' has no weights (model.safetensors or pytorch_model.bin); "
+                                "copy them next to config.json")
+    if not names & set(TOKENIZER_FILES):
+        raise FileNotFoundError(f"'{path}' has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}, ...); "
+                                "copy the tokenizer files of the model it came from into it")
+
+
+def _check_qa_model(config, name: str) -> None:
+    arch = config.architectures or []
+    if arch and not any(a.endswith("ForQuestionAnswering") for a in arch):
+        raise ValueError(f"'{name}' is a {arch[0]}, not an extractive question-answering model: its answer "
+                         "head would be random. Fine-tune it first, e.g. hfkit finetune --recipe cmrc2018 "
+                         f"--set model.name={name}")
+
+
+def _check_vocabulary(enc, tokenizer) -> None:
+    """Most tokens unknown: the text is in a script the model never saw; its answers mean nothing."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return  # byte-level tokenizers know every text
+    for w, ids in enumerate(enc["input_ids"]):
+        known = sum(1 for t, m in zip(ids, enc["context_mask"][w]) if m and t != unk)
+        total = sum(enc["context_mask"][w])
+        if total and known < total / 2:
+            raise ValueError(f"{total - known} of {total} context tokens are unknown to this model's "
+                             "vocabulary: is the text in a language or script the model was trained on?")
+
+
+def _not_found_message(name: str, error: Exception) -> str:
+    return (f"'{name}' is neither a local folder nor in the local cache, and the Hub is not reachable "
+            f"({type(error).__name__}).\nOn a machine with internet, run: hfkit download {name} "
+            f"--to ./models/{name.split('/')[-1]}\nthen copy that folder here and pass its path.")

@@ -127,7 +127,8 @@ def label_names(model: torch.nn.Module) -> list[str]:
 # transformers models (text)
 
 TEXT_MODEL_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
-                      "causal-lm": "AutoModelForCausalLM"}
+                      "causal-lm": "AutoModelForCausalLM",
+                      "question-answering": "AutoModelForQuestionAnswering"}
 
 
 def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None = None):
@@ -201,3 +202,11 @@ def model_family(name_or_path: str) -> str:
         config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
     data = json.loads(config.read_text())
     return "timm" if "architecture" in data and "architectures" not in data else "transformers"
+
+
+def position_limit(config) -> int:
+    """Longest input (tokens) a transformers model takes, from its position embeddings."""
+    limit = getattr(config, "max_position_embeddings", 512) or 512
+    # RoBERTa-style models reserve two positions for the padding offset
+    offset = getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
+    return limit - 2 if offset else limit

@@ -114,3 +114,68 @@ def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | No
     num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
     return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
             for c in range(num_classes)]
+
+
+class ExtractiveQA:
+    """Start/end cross-entropy over the windows of a context; EM and F1 of the decoded answers.
+
+    Evaluation keeps only each window's best spans (:func:`hfkit.qa.top_spans`, on the device),
+    so gathering never moves full logits; ``metrics`` joins the windows back into one answer per
+    question, through the offsets kept here.
+    """
+
+    train_metric = "loss"
+    NBEST_KEPT = 10  # per question, in nbest_predictions.json
+
+    def __init__(self, examples, windows, max_answer_length: int = 30, scorer: str = "auto") -> None:
+        self.ids, self.contexts = list(examples["id"]), list(examples["context"])
+        self.answers = list(examples["answers"])
+        self.example_index = list(windows["example_index"])
+        self.offsets = list(windows["offset_mapping"])
+        self.max_answer_length = max_answer_length
+        self.scorer = scorer if scorer != "auto" else qa_scorer(self.contexts)
+
+    @staticmethod
+    def model_inputs(batch) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in batch.items() if k not in ("context_mask", "feature_index")}
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = model(**self.model_inputs(batch)).loss
+        n = batch["input_ids"].new_tensor(batch["input_ids"].shape[0], dtype=torch.float32)
+        return loss, torch.stack([loss.detach().float() * n, n.new_zeros(()), n])
+
+    def eval_batch(self, model, batch) -> dict[str, torch.Tensor]:
+        from hfkit.qa import top_spans
+
+        out = model(**self.model_inputs(batch))
+        spans = top_spans(out.start_logits, out.end_logits, batch["context_mask"], self.max_answer_length)
+        return {"feature_index": batch["feature_index"], **spans}
+
+    def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[dict]]:
+        """EM/F1 (0-100), and per question its n-best answers (for nbest_predictions.json)."""
+        nbest = self.decode(gathered)
+        predictions = [{"id": i, "prediction_text": best[0]["answer"]} for i, best in zip(self.ids, nbest)]
+        references = [{"id": i, "answers": a} for i, a in zip(self.ids, self.answers)]
+        scores = metric(self.scorer).compute(predictions=predictions, references=references)
+        return _prefixed({"exact_match": scores["exact_match"], "f1": scores["f1"]}), [
+            {"id": i, "nbest": best} for i, best in zip(self.ids, nbest)]
+
+    def decode(self, gathered: dict[str, np.ndarray]) -> list[list[dict]]:
+        from hfkit.qa import collect_answers
+
+        order = np.argsort(gathered["feature_index"], kind="stable")
+        spans = {k: gathered[k][order] for k in ("start", "end", "score", "null")}
+        index = gathered["feature_index"][order]
+        return collect_answers(spans, [self.example_index[w] for w in index],
+                               [self.offsets[w] for w in index], self.contexts, top_k=self.NBEST_KEPT)
+
+    @staticmethod
+    def train_summary(loss_sum: float, _: float, count: float) -> dict[str, float]:
+        return {"train_loss": loss_sum / max(count, 1)}
+
+
+def qa_scorer(contexts: list[str]) -> str:
+    """``cmrc2018`` (character-level EM/F1) when most contexts hold CJK characters, else ``squad``."""
+    sample = contexts[:: max(1, len(contexts) // 100)]
+    cjk = sum(any("\u4e00" <= ch <= "\u9fff" for ch in c[:200]) for c in sample)
+    return "cmrc2018" if cjk * 2 > len(sample) else "squad"

@@ -12,19 +12,26 @@ matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+CURVE_METRICS = ("accuracy", "f1", "perplexity")
+
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and accuracy per epoch, train against eval."""
+    """Loss and the task's main metric per epoch (accuracy, F1/EM or perplexity), train against eval."""
     epochs = [h["epoch"] for h in history]
+    metric = next((m for m in CURVE_METRICS if any(f"eval_{m}" in h for h in history)), "accuracy")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for split in ("train", "eval"):
-            values = [h.get(f"{split}_{metric}") for h in history]
+    for ax, name in zip(axes, ("loss", metric)):
+        series = [f"{split}_{name}" for split in ("train", "eval")]
+        if name == "f1":  # QA: exact match beside F1
+            series.append("eval_exact_match")
+        for key in series:
+            values = [h.get(key) for h in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, marker="o", label=split)
-        ax.set(title=metric, xlabel="epoch")
+                ax.plot(epochs, values, marker="o", label=key.replace("_" + name, "").replace("_", " "))
+        ax.set(title=name, xlabel="epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -79,6 +79,8 @@ class DataArgs:
     """Text column of a text data set (default: ``text``, else the only string column)."""
     max_length: int | None = None
     """Truncate texts to this many tokens (default: the tokenizer's limit, at most 512)."""
+    doc_stride: int = 128
+    """Extractive QA: tokens shared by neighbouring windows of a context longer than max_length."""
     block_size: int | None = None
     """Causal LM: tokens per training block (default: the model's context, at most 1024)."""
     group_by_length: bool = False
@@ -103,7 +105,8 @@ class DataArgs:
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise RecipeError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
-        for key in ("max_train_samples", "max_eval_samples", "image_size", "max_length", "block_size"):
+        for key in ("max_train_samples", "max_eval_samples", "image_size", "max_length", "block_size",
+                    "doc_stride"):
             _check_positive(f"data.{key}", getattr(self, key))
         if not 0.0 <= self.hflip <= 1.0:
             raise RecipeError(f"data.hflip must be a probability in [0, 1], got {self.hflip}")
@@ -179,12 +182,17 @@ class EvalArgs:
     """Direction of ``metric`` (default: false for loss and perplexity, else true)."""
     num_preview_images: int = 16
     """Validation images drawn in the prediction grid (0: no grid)."""
+    max_answer_length: int = 30
+    """Extractive QA: longest answer span, in tokens (a Chinese character is one token)."""
+    qa_scorer: Literal["auto", "cmrc2018", "squad"] = "auto"
+    """Extractive QA: EM/F1 definition; auto picks cmrc2018 for Chinese contexts, else squad."""
 
     def __post_init__(self) -> None:
         if self.greater_is_better is None:
             self.greater_is_better = not any(w in self.metric for w in ("loss", "perplexity"))
         if self.num_preview_images < 0:
             raise RecipeError("eval.num_preview_images must be >= 0")
+        _check_positive("eval.max_answer_length", self.max_answer_length)
 
 
 @dataclass
@@ -205,7 +213,8 @@ class HubArgs:
 class Recipe:
     name: str = "custom"
     """Short name of the recipe; the default output folder is ``runs/<name>``."""
-    task: Literal["image-classification", "text-classification", "causal-lm"] = "image-classification"
+    task: Literal["image-classification", "text-classification", "causal-lm",
+                  "question-answering"] = "image-classification"
     """What is trained; picks the data loader, model family and metrics."""
     description: str = ""
     """One line shown by ``hfkit recipes``."""

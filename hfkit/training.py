@@ -295,8 +295,8 @@ class _Loop:
 
 
 def _batch_size(batch) -> int:
-    labels = batch["labels"] if isinstance(batch, Mapping) else batch[1]
-    return int(labels.shape[0])
+    # every text batch has input_ids (QA batches have no labels); image batches are (images, labels)
+    return int((batch["input_ids"] if isinstance(batch, Mapping) else batch[1]).shape[0])
 
 
 @torch.no_grad()

@@ -135,3 +135,82 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny Chinese extractive QA model in the layout users download by hand (uer/roberta-base-
+# chinese-extractive-qa: config.json, pytorch_model.bin, vocab.txt, tokenizer_config.json,
+# special_tokens_map.json), and a synthetic Chinese QA set it can learn.
+
+FILLER_ZH = ("的一在不了有和人这中大为上个国我以要他时来用们生到作地"
+             "于出就分对成会可主发年动同也能下过子说产种面而方后多定行")
+ANSWER_ZH = "艾伦图灵李白杜甫苏轼孔孟老庄王维韩愈柳元张衡祖冲华佗孙思邈"
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+QA_VOCAB = SPECIAL_TOKENS + sorted(set(FILLER_ZH + ANSWER_ZH + "谁是之父？答案。，·人工智能计算机科学被誉奠基"
+                                       + "abcdefghijklmnopqrstuvwxyz0123456789"))
+
+
+def toy_chinese_qa(n: int, seed: int = 0, filler: tuple[int, int] = (5, 30)) -> dict:
+    """SQuAD-format data: the answer always follows 答案是 and ends before 。 among random filler."""
+    rng = np.random.default_rng(seed)
+    paragraphs = []
+    for i in range(n):
+        def noise():
+            return "".join(rng.choice(list(FILLER_ZH), size=int(rng.integers(*filler))))
+        ans = "".join(rng.choice(list(ANSWER_ZH), size=int(rng.integers(2, 5))))
+        before = noise() + "答案是"
+        context = before + ans + "。" + noise()
+        question = "谁是" + "".join(rng.choice(list(FILLER_ZH), size=2)) + "之父？"
+        paragraphs.append({"id": f"p{i}", "context": context, "qas": [
+            {"id": f"q{i}", "question": question,
+             "answers": [{"text": ans, "answer_start": len(before)}]}]})
+    return {"version": "toy", "data": [{"title": "toy", "paragraphs": paragraphs}]}
+
+
+def write_chinese_qa_model(folder: Path, weights: str = "bin", seed: int = 0) -> Path:
+    """A random 2-layer BertForQuestionAnswering with a character vocabulary (vocab.txt only)."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(QA_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128,
+                        architectures=["BertForQuestionAnswering"])
+    model = BertForQuestionAnswering(config)
+    (folder / "vocab.txt").write_text("\n".join(QA_VOCAB) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    (folder / "special_tokens_map.json").write_text(json.dumps(
+        {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+         "mask_token": "[MASK]"}))
+    if weights == "bin":  # the seed layout: a pickled state dict, as older checkpoints ship
+        config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    else:
+        model.save_pretrained(folder)  # config.json + model.safetensors
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chinese_qa_bin(tmp_path_factory) -> Path:
+    return write_chinese_qa_model(tmp_path_factory.mktemp("zh-qa-bin"), "bin")
+
+
+@pytest.fixture(scope="session")
+def chinese_qa_safetensors(tmp_path_factory) -> Path:
+    return write_chinese_qa_model(tmp_path_factory.mktemp("zh-qa-st"), "safetensors")
+
+
+@pytest.fixture
+def chinese_qa_files(tmp_path: Path) -> Path:
+    """cmrc-style train/dev JSON files in one folder."""
+    import json
+
+    folder = tmp_path / "toy-cmrc"
+    folder.mkdir()
+    for split, n, seed in (("train", 400, 0), ("dev", 60, 1)):
+        (folder / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False),
+                                                  encoding="utf-8")
+    return folder

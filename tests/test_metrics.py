@@ -31,10 +31,10 @@ def metric(offline):
 
 
 def test_available_metrics():
-    assert available_metrics() == ["accuracy", "f1", "perplexity"]
+    assert available_metrics() == ["accuracy", "cmrc2018", "f1", "perplexity", "squad"]
 
 
-@pytest.mark.parametrize("name", ["accuracy", "f1", "perplexity"])
+@pytest.mark.parametrize("name", ["accuracy", "cmrc2018", "f1", "perplexity", "squad"])
 def test_loads_offline(metric, name):
     module = metric(name)
     assert isinstance(module, evaluate.EvaluationModule)
@@ -42,9 +42,10 @@ def test_loads_offline(metric, name):
 
 
 def test_unknown_metric_lists_the_available_ones(offline):
-    with pytest.raises(ValueError, match="unknown metric 'acuracy'.*accuracy, f1, perplexity"):
+    with pytest.raises(ValueError,
+                       match="unknown metric 'acuracy'.*accuracy, cmrc2018, f1, perplexity, squad"):
         load_metric("acuracy")
-    with pytest.raises(ValueError, match="Available metrics: accuracy, f1, perplexity"):
+    with pytest.raises(ValueError, match="Available metrics: accuracy, cmrc2018, f1, perplexity, squad"):
         load_metric("bleu")
 
 

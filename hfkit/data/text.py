@@ -75,13 +75,13 @@ def tokenize_splits(splits: TextSplits, tokenizer, max_length: int | None
 
 
 def make_text_loader(ds: datasets.Dataset, tokenizer, batch_size: int, shuffle: bool, seed: int,
-                     group_by_length: bool = False) -> torch.utils.data.DataLoader:
+                     group_by_length: bool = False, collate_fn=None) -> torch.utils.data.DataLoader:
     """Batches padded to their own longest item; order seeded by (seed, epoch) via ``set_epoch``."""
     lengths = _lengths(ds) if group_by_length else None
     sampler = TextSampler(len(ds), seed, shuffle, batch_size, lengths)
     # tokenized texts are already in memory: worker processes would only add start-up time
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=0,
-                                       collate_fn=DataCollatorWithPadding(tokenizer),
+                                       collate_fn=collate_fn or DataCollatorWithPadding(tokenizer),
                                        pin_memory=torch.cuda.is_available())
 
 

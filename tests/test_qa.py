@@ -1,0 +1,316 @@
+"""Extractive QA: data, windows, span decoding, `hfkit qa`, training and `hfkit evaluate`, offline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FILLER_ZH, SHARED_DATA, toy_chinese_qa, write_chinese_qa_model
+
+from hfkit.cli import main
+from hfkit.data.qa import QACollator, encode_windows, load_qa_data, read_squad_json, train_features
+from hfkit.inference import QuestionAnswerer, answer
+from hfkit.qa import collect_answers, top_spans
+
+QUESTION = "谁是人工智能之父？"
+CONTEXT = "艾伦·图灵是人工智能之父，被誉为计算机科学的奠基人。"
+CMRC_DEV = SHARED_DATA / "cmrc2018" / "cmrc2018_dev.json"
+
+
+class PointAt(torch.nn.Module):
+    """Stands in for a trained model: start logits peak on one token id, end logits on another."""
+
+    def __init__(self, start_id: int, end_id: int, null: float = -10.0) -> None:
+        super().__init__()
+        self.start_id, self.end_id, self.null = start_id, end_id, null
+        self.widths: list[int] = []
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+        self.widths.append(input_ids.shape[1])
+        start = (input_ids == self.start_id).float() * 10
+        end = (input_ids == self.end_id).float() * 10
+        start[:, 0] = end[:, 0] = self.null  # the CLS token: "no answer"
+        return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
+
+
+def _pointing(folder: Path, start: str, end: str, **kwargs) -> QuestionAnswerer:
+    qa = QuestionAnswerer(str(folder), device="cpu", **kwargs)
+    ids = qa.tokenizer.convert_tokens_to_ids([start, end])
+    qa.model = PointAt(*ids)
+    return qa
+
+
+def _filler(n: int, seed: int) -> str:
+    return "".join(np.random.default_rng(seed).choice(list(FILLER_ZH), size=n))
+
+
+# -- hfkit qa from the two folder layouts ------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["chinese_qa_bin", "chinese_qa_safetensors"])
+def test_hfkit_qa_answers_with_a_valid_span_from_both_layouts(layout, request, capsys):
+    folder = request.getfixturevalue(layout)
+    weights = {p.name for p in folder.iterdir()}
+    assert ("pytorch_model.bin" in weights) == (layout == "chinese_qa_bin")
+    assert "tokenizer.json" not in weights  # vocab.txt is the whole tokenizer
+    assert main(["qa", "--model", str(folder), "--question", QUESTION, "--context", CONTEXT]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"answer", "score", "start", "end"}
+    assert 0 <= result["start"] < result["end"] <= len(CONTEXT)
+    assert CONTEXT[result["start"]:result["end"]] == result["answer"]
+    assert 0.0 < result["score"] <= 1.0
+
+
+def test_bin_and_safetensors_folders_give_the_same_answers(tmp_path):
+    a = write_chinese_qa_model(tmp_path / "bin", "bin", seed=3)
+    b = write_chinese_qa_model(tmp_path / "st", "safetensors", seed=3)
+    got_a = answer(QUESTION, CONTEXT, model=str(a), top_k=3)
+    got_b = answer(QUESTION, CONTEXT, model=str(b), top_k=3)
+    assert [r["answer"] for r in got_a] == [r["answer"] for r in got_b]
+    assert np.allclose([r["score"] for r in got_a], [r["score"] for r in got_b])
+
+
+def test_answer_shapes_follow_the_pipeline(chinese_qa_bin):
+    model = str(chinese_qa_bin)
+    one = answer(QUESTION, CONTEXT, model=model)
+    assert isinstance(one, dict)
+    ranked = answer(QUESTION, CONTEXT, model=model, top_k=4)
+    assert len(ranked) == 4 and ranked[0] == one
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert len({(r["start"], r["end"]) for r in ranked}) == 4  # distinct spans
+    many = answer([QUESTION, "什么是计算机科学的奠基人？"], CONTEXT, model=model, top_k=2)
+    assert len(many) == 2 and all(len(r) == 2 for r in many)
+    assert many[0] == ranked[:2]  # batching does not change a question's answers
+
+
+def test_max_answer_length_bounds_the_span(chinese_qa_bin):
+    for r in answer(QUESTION, CONTEXT, model=str(chinese_qa_bin), top_k=10, max_answer_length=2):
+        assert 1 <= len(r["answer"]) <= 2
+
+
+# -- windows and decoding ----------------------------------------------------------------------
+
+def test_answer_in_a_later_window_is_found(chinese_qa_bin):
+    context = _filler(300, 0) + "艾伦·图灵" + _filler(100, 1)
+    qa = _pointing(chinese_qa_bin, "艾", "灵", max_length=64, doc_stride=16)
+    enc = encode_windows(qa.tokenizer, [QUESTION], [context], 64, 16)
+    assert len(enc["input_ids"]) > 5  # the context really is split into windows
+    result = answer(QUESTION, context, model=qa, top_k=3)
+    assert result[0]["answer"] == "艾伦·图灵"
+    assert (result[0]["start"], result[0]["end"]) == (300, 305)
+    # overlapping windows see the span twice; it is listed once
+    assert sum(r["answer"] == "艾伦·图灵" for r in result) == 1
+
+
+def test_inputs_are_padded_per_batch_not_to_the_maximum(chinese_qa_bin):
+    qa = _pointing(chinese_qa_bin, "艾", "灵", max_length=128)
+    answer(QUESTION, CONTEXT, model=qa)
+    answer([QUESTION, "谁？"], [CONTEXT, CONTEXT + _filler(40, 2)], model=qa)
+    longest = len(qa.tokenizer(QUESTION, CONTEXT)["input_ids"])
+    assert qa.model.widths[0] == longest < 128
+    assert qa.model.widths[1] < 128
+
+
+def test_handle_impossible_returns_an_empty_answer_when_no_answer_wins(chinese_qa_bin):
+    qa = _pointing(chinese_qa_bin, "[UNK]", "[UNK]")  # nothing in the context is pointed at
+    qa.model.null = 10.0
+    assert answer(QUESTION, CONTEXT, model=qa, handle_impossible=True)["answer"] == ""
+    assert answer(QUESTION, CONTEXT, model=qa)["answer"] != ""  # without it, the best span
+
+
+def test_top_spans_keeps_only_valid_spans():
+    start = torch.tensor([[5.0, 0.0, 9.0, 1.0, 0.0, 3.0]])
+    end = torch.tensor([[5.0, 9.0, 0.0, 0.0, 8.0, 2.0]])
+    context = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    spans = top_spans(start, end, context, max_answer_length=3, k=36)
+    valid = spans["score"][0] > 0
+    pairs = list(zip(spans["start"][0][valid].tolist(), spans["end"][0][valid].tolist()))
+    # inside the context (2..5), end >= start, at most 3 tokens
+    assert set(pairs) == {(s, e) for s in range(2, 6) for e in range(s, min(s + 3, 6))}
+    assert pairs[0] == (2, 4)  # the best start (9) with the best end that is allowed (8)
+    assert spans["score"][0].sum() <= 1.0 + 1e-6
+
+
+def test_collect_answers_maps_tokens_to_characters_across_windows():
+    spans = {"start": np.array([[1, 1], [2, 1]]), "end": np.array([[2, 1], [2, 1]]),
+             "score": np.array([[0.5, 0.2], [0.6, 0.1]]), "null": np.array([0.0, 0.0])}
+    offsets = [[(0, 0), (0, 2), (2, 4)], [(0, 0), (2, 4), (4, 6)]]
+    got = collect_answers(spans, [0, 0], offsets, ["abcdef"], top_k=3)[0]
+    assert got[0] == {"answer": "ef", "score": 0.6, "start": 4, "end": 6}
+    assert got[1]["answer"] == "abcd" and got[2]["answer"] == "ab"
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+def test_train_features_point_at_the_answer_or_at_cls(tmp_path):
+    from transformers import AutoTokenizer
+
+    folder = write_chinese_qa_model(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(folder)
+    path = tmp_path / "toy_train.json"
+    path.write_text(json.dumps(toy_chinese_qa(30, seed=4, filler=(20, 60)), ensure_ascii=False))
+    ds = read_squad_json(path)
+    features = train_features(ds, tok, max_length=48, doc_stride=12)
+    assert len(features) > len(ds)  # long contexts give several windows
+    inside = outside = 0
+    for f in features:
+        s, e = f["start_positions"], f["end_positions"]
+        if s == 0:
+            outside += 1
+            assert e == 0
+        else:
+            inside += 1
+            text = "".join(tok.convert_ids_to_tokens(f["input_ids"][s:e + 1]))
+            assert text in set(ds["answers"][i]["text"][0] for i in range(len(ds)))
+    assert inside >= len(ds) and outside > 0
+
+
+def test_a_wrong_answer_start_is_repaired(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(write_chinese_qa_model(tmp_path / "m"))
+    data = toy_chinese_qa(1, seed=0)
+    qa = data["data"][0]["paragraphs"][0]["qas"][0]
+    qa["answers"][0]["answer_start"] += 3  # off by three, as some releases are
+    path = tmp_path / "x_train.json"
+    path.write_text(json.dumps(data, ensure_ascii=False))
+    f = train_features(read_squad_json(path), tok, 128, 32)[0]
+    got = "".join(tok.convert_ids_to_tokens(f["input_ids"][f["start_positions"]:f["end_positions"] + 1]))
+    assert got == qa["answers"][0]["text"]
+
+
+def test_split_names_come_from_the_file_names(chinese_qa_files):
+    splits = load_qa_data(str(chinese_qa_files))
+    assert set(splits) == {"train", "validation"}
+    assert splits["train"].column_names == ["id", "question", "context", "answers"]
+    assert len(splits["train"]) == 400
+
+
+def test_collator_pads_context_mask_with_zeros(chinese_qa_bin):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(chinese_qa_bin)
+    enc = encode_windows(tok, ["谁？", QUESTION], [CONTEXT, CONTEXT + CONTEXT], 128, 32)
+    rows = [{k: enc[k][i] for k in ("input_ids", "attention_mask", "token_type_ids", "context_mask")}
+            for i in range(2)]
+    batch = QACollator(tok)(rows)
+    assert batch["input_ids"].shape == batch["context_mask"].shape
+    assert batch["context_mask"][0].sum() == len(CONTEXT)  # one token per character
+    assert not batch["context_mask"][0, len(rows[0]["input_ids"]):].any()
+
+
+@pytest.mark.skipif(not CMRC_DEV.is_file(), reason="../shared/data/cmrc2018 is not here")
+def test_real_cmrc_dev_reads_as_squad_rows():
+    ds = read_squad_json(CMRC_DEV)
+    assert len(ds) == 3219
+    row = ds[0]
+    for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"]):
+        assert row["context"][start:start + len(text)] == text
+    assert load_qa_data(str(CMRC_DEV.parent)).keys() == {"validation", "trial"}
+
+
+# -- bad input: a message, not a traceback --------------------------------------------------------
+
+@pytest.mark.parametrize("question, context, message", [
+    ("", CONTEXT, "question is empty"),
+    ("   ", CONTEXT, "question is empty"),
+    (QUESTION, "", "context is empty"),
+    ("谁" * 200, CONTEXT, "question is too long"),
+    ("who is the father of computing", "Alan Turing is called the father of computer science",
+     "unknown to this model's vocabulary"),
+])
+def test_bad_input_gets_a_clear_message(chinese_qa_bin, capsys, question, context, message):
+    code = main(["qa", "--model", str(chinese_qa_bin), "--question", question, "--context", context])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_context_far_longer_than_the_model_is_read_in_windows(chinese_qa_bin):
+    context = _filler(5000, 3) + "艾伦·图灵" + _filler(50, 4)
+    qa = _pointing(chinese_qa_bin, "艾", "灵")
+    assert answer(QUESTION, context, model=qa)["start"] == 5000
+
+
+@pytest.mark.parametrize("remove, message", [
+    (("vocab.txt",), "has no tokenizer"),
+    (("pytorch_model.bin",), "has no weights"),
+    (("config.json",), "has no config.json"),
+])
+def test_incomplete_model_folders_are_named(chinese_qa_bin, tmp_path, capsys, remove, message):
+    folder = tmp_path / "copy"
+    shutil.copytree(chinese_qa_bin, folder)
+    for name in remove:
+        (folder / name).unlink()
+    assert main(["qa", "--model", str(folder), "--question", QUESTION, "--context", CONTEXT]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_classifier_is_not_taken_for_a_qa_model(tiny_bert_dir, capsys):
+    assert main(["qa", "--model", str(tiny_bert_dir), "--question", "q", "--context", "c"]) == 2
+    assert "not an extractive question-answering model" in capsys.readouterr().err
+
+
+def test_an_uncached_hub_id_offline_says_how_to_download(capsys):
+    code = main(["qa", "--model", "uer/roberta-base-chinese-extractive-qa", "--question", QUESTION,
+                 "--context", CONTEXT])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "hfkit download uer/roberta-base-chinese-extractive-qa" in err
+
+
+# -- training and evaluation ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cmrc_run(tmp_path_factory):
+    """The cmrc2018 recipe on the synthetic set with the tiny model: seconds on a CPU."""
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    root = tmp_path_factory.mktemp("cmrc")
+    data = root / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 400, 0), ("dev", 60, 1)):
+        (data / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False))
+    model = write_chinese_qa_model(root / "untrained", "bin")
+    recipe = load_recipe("cmrc2018", [
+        f"data.path={data}", f"model.name={model}", "train.epochs=4", "train.lr=1e-3",
+        "data.max_length=64", "data.doc_stride=16", "train.mixed_precision=no",
+        "train.warmup_ratio=0"], output_dir=str(root / "run"))
+    results = finetune(recipe)
+    return root, results
+
+
+def test_training_lifts_em_and_f1_well_above_the_untrained_model(cmrc_run, capsys):
+    root, results = cmrc_run
+    dev = str(root / "data" / "toy_dev.json")
+    assert main(["evaluate", "--model", str(root / "untrained"), "--data", dev, "--max-length", "64",
+                 "--doc-stride", "16", "--max-answer-length", "64",
+                 "--output-dir", str(root / "eval-untrained")]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["scorer"] == "cmrc2018" and before["questions"] == 60
+    assert results["qa_scorer"] == "cmrc2018"
+    assert results["eval_f1"] > before["f1"] + 30, (before, results)
+    assert results["eval_exact_match"] > before["exact_match"] + 15, (before, results)
+
+
+def test_result_folder_has_predictions_and_answers_like_training_scored(cmrc_run, capsys):
+    root, results = cmrc_run
+    run = root / "run"
+    predictions = json.loads((run / "predictions.json").read_text())
+    nbest = json.loads((run / "nbest_predictions.json").read_text())
+    assert len(predictions) == 60 and predictions.keys() == nbest.keys()
+    assert all(nbest[i][0]["answer"] == predictions[i] for i in predictions)
+    assert (run / "training_curves.png").is_file() and (run / "model.safetensors").is_file()
+    # hfkit evaluate on the saved folder decodes exactly as evaluation during training did
+    dev = str(root / "data" / "toy_dev.json")
+    assert main(["evaluate", "--model", str(run), "--data", dev, "--max-length", "64",
+                 "--doc-stride", "16", "--max-answer-length", "64"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert after["f1"] == pytest.approx(results["eval_f1"])
+    assert after["exact_match"] == pytest.approx(results["eval_exact_match"])
+    assert json.loads((run / "eval-toy_dev" / "predictions.json").read_text()) == predictions
