@@ -165,7 +165,7 @@ def test_pretrained_true_offline_without_cache_fails_fast(tmp_path):
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "RUNTIMEERROR:" in out, out + result.stderr
-    assert "hf download" in out
+    assert "hfkit download" in out
     assert "model.pretrained=false" in out
 
 
@@ -209,5 +209,5 @@ def test_text_model_missing_offline_says_how_to_download(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(RuntimeError, match="hf download nobody/no-such-model"):
+    with pytest.raises(RuntimeError, match="hfkit download nobody/no-such-model"):
         create_text_model(ModelArgs(name="nobody/no-such-model"), "text-classification", ["a", "b"])

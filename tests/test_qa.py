@@ -1,4 +1,5 @@
 """Extractive QA: data, windows, span decoding, `hfkit qa`, training and `hfkit evaluate`, offline."""
+# ruff: noqa: F811  (pytest hands the imported fake_hub fixture to tests by that argument name)
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FILLER_ZH, SHARED_DATA, toy_chinese_qa, write_chinese_qa_model
+from fakehub import fake_hub  # noqa: F401  (a fixture)
 
 from hfkit.cli import main
 from hfkit.data.qa import QACollator, encode_windows, load_qa_data, read_squad_json, train_features
@@ -314,3 +316,52 @@ def test_result_folder_has_predictions_and_answers_like_training_scored(cmrc_run
     assert after["f1"] == pytest.approx(results["eval_f1"])
     assert after["exact_match"] == pytest.approx(results["eval_exact_match"])
     assert json.loads((run / "eval-toy_dev" / "predictions.json").read_text()) == predictions
+
+
+@pytest.mark.slow
+def test_cmrc2018_recipe_through_accelerate_launch(tmp_path, chinese_qa_files, chinese_qa_bin):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    sets = [f"data.path={chinese_qa_files}", f"model.name={chinese_qa_bin}", "train.epochs=1",
+            "data.max_length=64", "data.doc_stride=16", "train.mixed_precision=no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/finetune.py", "--recipe", "cmrc2018",
+           "--output-dir", str(out), *[a for s in sets for a in ("--set", s)]]
+    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((out / "all_results.json").read_text())
+    assert {"eval_exact_match", "eval_f1"} <= results.keys() and results["qa_scorer"] == "cmrc2018"
+    assert len(json.loads((out / "predictions.json").read_text())) == 60
+    # the saved folder answers through the console command, offline
+    proc = subprocess.run([sys.executable, "-m", "hfkit.cli", "qa", "--model", str(out), "--question",
+                           QUESTION, "--context", CONTEXT], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    assert CONTEXT[got["start"]:got["end"]] == got["answer"]
+
+
+# -- from the Hub: a local fake Hub speaks the API, the real client code runs --------------------
+
+def test_hub_id_answers_and_download_makes_an_offline_folder(fake_hub, chinese_qa_bin, tmp_path, capsys,
+                                                             monkeypatch):
+    from fakehub import set_offline
+
+    files = {p.name: p.read_bytes() for p in chinese_qa_bin.iterdir()}
+    fake_hub.add_repo("uer/roberta-base-chinese-extractive-qa", {**files, "tf_model.h5": b"junk"})
+    from_hub = answer(QUESTION, CONTEXT, model="uer/roberta-base-chinese-extractive-qa", top_k=2)
+
+    folder = tmp_path / "models" / "roberta-chinese-qa"
+    assert main(["download", "uer/roberta-base-chinese-extractive-qa", "--to", str(folder)]) == 0
+    assert str(folder) in capsys.readouterr().out
+    assert {p.name for p in folder.iterdir() if p.is_file()} == set(files)  # no tf_model.h5
+    set_offline(monkeypatch, True)
+    assert main(["qa", "--model", str(folder), "--question", QUESTION, "--context", CONTEXT,
+                 "--top-k", "2"]) == 0
+    assert json.loads(capsys.readouterr().out) == from_hub

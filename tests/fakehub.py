@@ -1,0 +1,426 @@
+"""An in-memory stand-in for the Hugging Face Hub, so that Hub code is tested without the network.
+
+``FakeHub`` serves, on 127.0.0.1, the part of the Hub's HTTP API that huggingface_hub 2.x calls for:
+
+- repo_info / model_info / dataset_info: GET /api/{models|datasets|spaces}/{repo_id}[/revision/{rev}]
+- list_repo_tree / list_repo_files:      GET /api/{type}s/{repo_id}/tree/{rev}[/{path}]?recursive=
+- hf_hub_download / snapshot_download:   HEAD and GET /[{datasets|spaces}/]{repo_id}/resolve/{rev}/{path}
+- create_repo:                           POST /api/repos/create
+- create_commit / upload_folder:         POST /api/{type}s/{repo_id}/preupload/{rev} and .../commit/{rev}
+  (every file is answered "regular": its bytes travel inside the commit, so no LFS or Xet storage is needed)
+- README.md checks on upload:            POST /api/validate-yaml
+
+Errors carry the X-Error-Code headers from which the client builds RepositoryNotFoundError,
+GatedRepoError, RevisionNotFoundError and RemoteEntryNotFoundError. Another endpoint is one more
+line in ``_Handler.ROUTES`` and one method. ``hub.requests`` records (method, path) of every call.
+
+The ``fake_hub`` fixture starts one per test and points huggingface_hub at it (see ``use_hub``).
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import json
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+# Files the Hub keeps in LFS: the patterns of its default .gitattributes. Their ETag is the sha256 of
+# the content, and they come with X-Linked-* headers, as on the real Hub.
+LFS_PATTERNS = ("*.bin", "*.safetensors", "*.h5", "*.msgpack", "*.onnx", "*.ot", "*.pt", "*.pth", "*.ckpt",
+                "*.model", "*.pkl", "*.npy", "*.npz", "*.parquet", "*.arrow", "*.zip", "*.gz", "*.tar",
+                "*.tflite", "*.mlmodel", "*.joblib", "*.wasm", "*.zst", "*.xz", "*.7z")
+GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+URL_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+
+
+def git_blob_sha1(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def is_lfs(path: str) -> bool:
+    return any(fnmatch.fnmatch(path.rsplit("/", 1)[-1], p) for p in LFS_PATTERNS)
+
+
+@dataclass
+class FakeRepo:
+    repo_id: str
+    repo_type: str
+    gated: bool = False
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files at that commit
+    branches: dict[str, str] = field(default_factory=dict)  # branch -> commit sha
+
+    def resolve(self, revision: str) -> str | None:
+        """A branch or a full commit sha -> the commit sha; None if there is no such revision."""
+        return self.branches.get(revision) or (revision if revision in self.commits else None)
+
+
+class FakeHub:
+    """Repos held in memory, served over HTTP while started (``with FakeHub() as hub:``)."""
+
+    def __init__(self) -> None:
+        self.repos: dict[tuple[str, str], FakeRepo] = {}
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- serving
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start the FakeHub first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeHub:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.hub = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- content
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> FakeRepo | None:
+        return self.repos.get((repo_type, repo_id))
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model",
+                 gated: bool = False) -> str:
+        """Create (or replace) a repo whose main branch holds ``files``; returns the commit sha."""
+        with self._lock:
+            self.repos[(repo_type, repo_id)] = FakeRepo(repo_id, repo_type, gated=gated)
+        return self.commit(repo_id, files, repo_type=repo_type, message="initial commit")
+
+    def commit(self, repo_id: str, add: dict[str, bytes] | None = None, delete: tuple[str, ...] = (),
+               repo_type: str = "model", branch: str = "main", message: str = "") -> str:
+        """Commit on ``branch``: files added or replaced, files or folders (ending in /) deleted."""
+        with self._lock:
+            repo = self.repos[(repo_type, repo_id)]
+            parent = repo.branches.get(branch)
+            files = dict(repo.commits[parent]) if parent else {}
+            for gone in delete:  # a file, or a folder with all below it
+                folder = gone.rstrip("/") + "/"
+                files = {p: c for p, c in files.items() if p != gone and not p.startswith(folder)}
+            files.update(add or {})
+            digest = hashlib.sha1(f"{parent}\n{message}\n".encode())
+            for path in sorted(files):
+                digest.update(f"{path}\0{git_blob_sha1(files[path])}\n".encode())
+            sha = digest.hexdigest()
+            repo.commits[sha] = files
+            repo.branches[branch] = sha
+            return sha
+
+    def url_of(self, repo: FakeRepo) -> str:
+        return f"{self.url}/{URL_PREFIXES[repo.repo_type]}{repo.repo_id}"
+
+
+_TYPE = r"(?P<type>models|datasets|spaces)"
+_REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"  # "name" or "namespace/name"
+_RESOLVE = rf"/(?:(?P<prefix>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"
+
+
+class _Error(Exception):
+    """An HTTP error answer, raised anywhere in a handler method."""
+
+    def __init__(self, status: int, code: str | None, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.headers = status, code, headers or {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client expects; every answer has a Content-Length
+
+    ROUTES = [  # (method, path regex, handler method); the first full match wins
+        ("GET", rf"/api/{_TYPE}/{_REPO}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+        ("GET", rf"/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+        ("HEAD", _RESOLVE, "resolve"),
+        ("GET", _RESOLVE, "resolve"),
+        ("POST", r"/api/repos/create", "create_repo"),
+        ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
+        ("POST", rf"/api/{_TYPE}/{_REPO}/commit/(?P<rev>[^/]+)", "commit"),
+        ("POST", r"/api/validate-yaml", "validate_yaml"),
+        ("GET", r"/api/agent-harnesses", "agent_harnesses"),  # asked while building request headers
+    ]
+
+    @property
+    def hub(self) -> FakeHub:
+        return self.server.hub  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def log_message(self, *args) -> None:  # keep test output clean; hub.requests has the calls
+        pass
+
+    def _dispatch(self) -> None:
+        url = urlsplit(self.path)
+        self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        self.hub.requests.append((self.command, unquote(url.path)))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        for method, pattern, name in self.ROUTES:
+            match = re.fullmatch(pattern, url.path)
+            if method == self.command and match:
+                args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                try:
+                    getattr(self, name)(body=body, **args)
+                except _Error as e:
+                    headers = {"X-Error-Message": str(e), **({"X-Error-Code": e.code} if e.code else {})}
+                    self._json({"error": str(e)}, e.status, {**headers, **e.headers})
+                return
+        self._json({"error": f"fake hub: no route for {self.command} {url.path}"}, 404)
+
+    # -- answering
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None,
+              content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, data, status: int = 200, headers: dict | None = None) -> None:
+        self._send(status, json.dumps(data).encode(), headers)
+
+    def _repo(self, repo_type: str, repo_id: str) -> FakeRepo:
+        repo = self.hub.repo(repo_id, repo_type)
+        if repo is None:
+            raise _Error(404, "RepoNotFound", "Repository not found")
+        return repo
+
+    def _commit(self, repo: FakeRepo, revision: str) -> str:
+        sha = repo.resolve(revision)
+        if sha is None:
+            raise _Error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return sha
+
+    # -- reading
+
+    def repo_info(self, body: bytes, type: str, repo: str, rev: str = "main") -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        sha = self._commit(r, rev)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        self._json({"_id": sha[:24], "id": r.repo_id, "sha": sha, "private": False,
+                    "gated": "auto" if r.gated else False, "disabled": False, "lastModified": now,
+                    "createdAt": now, "tags": [], "downloads": 0, "likes": 0,
+                    "siblings": [{"rfilename": p} for p in sorted(r.commits[sha])]})
+
+    def tree(self, body: bytes, type: str, repo: str, rev: str, path: str = "") -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        files = r.commits[self._commit(r, rev)]
+        recursive = self.query.get("recursive", "").lower() in ("1", "true")
+        prefix = path.strip("/") + "/" if path.strip("/") else ""
+        folders, entries = set(), []
+        for name in sorted(files):
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix):].split("/")
+            depth = len(parts) - 1 if recursive else min(1, len(parts) - 1)  # folders on the way to it
+            folders.update(prefix + "/".join(parts[:i]) for i in range(1, depth + 1))
+            if recursive or len(parts) == 1:
+                entries.append(_tree_file(name, files[name]))
+        if prefix and not (folders or entries):
+            raise _Error(404, "EntryNotFound", f"{path} does not exist on {rev}")
+        folder_entries = [{"type": "directory", "path": f, "size": 0, "oid": git_blob_sha1(f.encode())}
+                          for f in sorted(folders)]
+        self._json(folder_entries + entries)  # one page: no Link header, so the client asks no further
+
+    def resolve(self, body: bytes, repo: str, rev: str, path: str, prefix: str = "") -> None:
+        r = self._repo(REPO_TYPES[prefix or "models"], repo)
+        sha = self._commit(r, rev)
+        if r.gated:
+            raise _Error(401, "GatedRepo", f"Access to {r.repo_id} is restricted: you must be authenticated "
+                         "and have accepted its conditions.")
+        if path not in r.commits[sha]:
+            raise _Error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
+        content = r.commits[sha][path]
+        headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes"}
+        if is_lfs(path):
+            digest = hashlib.sha256(content).hexdigest()
+            headers.update({"ETag": f'"{digest}"', "X-Linked-Etag": f'"{digest}"',
+                            "X-Linked-Size": str(len(content))})
+        else:
+            headers["ETag"] = f'"{git_blob_sha1(content)}"'
+        status, part = _byte_range(self.headers.get("Range"), content, headers)
+        self._send(status, part, headers, content_type="application/octet-stream")
+
+    # -- writing
+
+    def create_repo(self, body: bytes) -> None:
+        data = json.loads(body or b"{}")
+        repo_type = data.get("type") or "model"
+        repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
+        existing = self.hub.repo(repo_id, repo_type)
+        if existing is not None:
+            raise _Error(409, None, f"You already created this {repo_type} repo",
+                         {"X-Repo-Url": self.hub.url_of(existing)})
+        self.hub.add_repo(repo_id, {".gitattributes": GITATTRIBUTES}, repo_type=repo_type)
+        url = self.hub.url_of(self.hub.repo(repo_id, repo_type))
+        self._json({"url": url, "name": repo_id, "id": repo_id})
+
+    def preupload(self, body: bytes, type: str, repo: str, rev: str) -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        files = r.commits[self._commit(r, rev)]
+        asked = json.loads(body)["files"]
+        self._json({"commitOid": r.resolve(rev), "files": [
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+             "oid": git_blob_sha1(files[f["path"]]) if f["path"] in files else None} for f in asked]})
+
+    def commit(self, body: bytes, type: str, repo: str, rev: str) -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        head = self._commit(r, rev)
+        if rev not in r.branches:
+            raise _Error(400, None, f"Invalid rev id: {rev} is not a branch")
+        if self.query.get("create_pr"):
+            raise _Error(501, None, "the fake hub does not open pull requests")
+        add, delete, message = {}, [], ""
+        for line in filter(None, body.splitlines()):
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                message = value["summary"]
+                if value.get("parentCommit") and not head.startswith(value["parentCommit"]):
+                    raise _Error(412, None, "A commit has happened since. Please refresh and try again.")
+            elif key == "file":
+                add[value["path"]] = base64.b64decode(value["content"])
+            elif key in ("deletedFile", "deletedFolder"):
+                delete.append(value["path"] + ("/" if key == "deletedFolder" else ""))
+            else:  # lfsFile: never asked for, since preupload answers "regular" for every file
+                raise _Error(422, None, f"the fake hub takes no {key} operations")
+        sha = self.hub.commit(r.repo_id, add, tuple(delete), r.repo_type, rev, message)
+        self._json({"success": True, "commitOid": sha, "commitMessage": message, "hookOutput": "",
+                    "commitUrl": f"{self.hub.url_of(r)}/commit/{sha}", "pullRequestUrl": None})
+
+    def validate_yaml(self, body: bytes) -> None:
+        self._json({"errors": [], "warnings": []})
+
+    def agent_harnesses(self, body: bytes) -> None:
+        self._json({"standardEnvVars": [], "harnesses": {}})
+
+
+def _tree_file(path: str, content: bytes) -> dict:
+    entry = {"type": "file", "path": path, "size": len(content), "oid": git_blob_sha1(content)}
+    if is_lfs(path):  # as on the Hub: the git blob is the LFS pointer file, the content is named by sha256
+        digest = hashlib.sha256(content).hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{digest}\nsize {len(content)}\n"
+        entry["oid"] = git_blob_sha1(pointer.encode())
+        entry["lfs"] = {"oid": digest, "size": len(content), "pointerSize": len(pointer)}
+    return entry
+
+
+def _byte_range(header: str | None, content: bytes, headers: dict) -> tuple[int, bytes]:
+    """Answer ``Range: bytes=a-[b]`` (what the client sends to resume a download) with 206 and that part."""
+    match = re.fullmatch(r"bytes=(\d+)-(\d*)", header or "")
+    if not match:
+        return 200, content
+    start, end = int(match[1]), int(match[2]) if match[2] else len(content) - 1
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
+    return 206, content[start:end + 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointing huggingface_hub at a hub for one test
+
+def use_hub(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
+    """Point huggingface_hub (and datasets, if imported) at ``endpoint``, online, with its files in ``home``.
+
+    The environment alone is not enough: huggingface_hub (and datasets) read HF_ENDPOINT,
+    HF_HUB_OFFLINE and HF_HOME into module constants at import, so those are patched too.
+    monkeypatch undoes all of it after the test.
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_HOME", str(home))
+    # A proxy from the environment must not carry requests to 127.0.0.1.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+    _rehome(monkeypatch, constants, constants.HF_HOME, str(home))  # caches, token, xet, agent registry ...
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(_http, "_HUB_ORIGINS", _http._HUB_ORIGINS | {_http._url_origin(endpoint)})
+    if "huggingface_hub.utils._cache_manager" in sys.modules:  # took HF_HUB_CACHE by value
+        monkeypatch.setattr(sys.modules["huggingface_hub.utils._cache_manager"], "HF_HUB_CACHE",
+                            str(home / "hub"))
+    if "datasets.config" in sys.modules:
+        config = sys.modules["datasets.config"]
+        _rehome(monkeypatch, config, config.HF_CACHE_HOME, str(home))
+        monkeypatch.setattr(config, "HF_ENDPOINT", endpoint)
+        monkeypatch.setattr(config, "HUB_DATASETS_URL",
+                            endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    set_offline(monkeypatch, False)
+    _http.close_session()  # the next request builds a client that sees the settings above
+
+
+def set_offline(monkeypatch: pytest.MonkeyPatch, offline: bool) -> None:
+    """Turn huggingface_hub's offline mode on or off, in the environment and in its import-time constants."""
+    from huggingface_hub import constants
+
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if "datasets.config" in sys.modules:
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            monkeypatch.setattr(sys.modules["datasets.config"], name, offline)
+
+
+def _rehome(monkeypatch: pytest.MonkeyPatch, module, old: str, new: str) -> None:
+    """Move every path constant of ``module`` that lies under ``old`` to the same place under ``new``."""
+    for name, value in list(vars(module).items()):
+        if name.isupper() and isinstance(value, str) and (value == old or value.startswith(old + "/")):
+            monkeypatch.setattr(module, name, new + value[len(old):])
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """A started FakeHub that huggingface_hub talks to, online, for this test only (conftest keeps the
+    rest of the suite offline); the Hugging Face cache lives in tmp_path."""
+    from huggingface_hub.utils import _http
+
+    with FakeHub() as hub:
+        use_hub(monkeypatch, hub.url, tmp_path / "hf-home")
+        yield hub
+    _http.close_session()  # drop pooled connections to the stopped server
