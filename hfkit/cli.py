@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to score (default: validation/dev, else the only one)")
     p.add_argument("--output-dir", help="where predictions go (default: <model>/eval-<data>)")
     p.add_argument("--max-samples", type=int, help="score only the first N questions")
-    p.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--scorer", choices=["auto", "cmrc2018", "squad"], default="auto",
                    help="EM/F1 definition (auto: cmrc2018 for Chinese, else squad)")
     _add_qa_arguments(p)

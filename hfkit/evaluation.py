@@ -13,7 +13,7 @@ QUESTIONS_PER_CHUNK = 256  # progress granularity; windows are still batched by 
 
 
 def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str | None = None,
-                max_samples: int | None = None, batch_size: int = 32, max_answer_length: int = 30,
+                max_samples: int | None = None, batch_size: int | None = None, max_answer_length: int = 30,
                 doc_stride: int = 128, max_length: int = 384, scorer: str = "auto",
                 precision: str = "fp32") -> dict[str, Any]:
     """EM/F1 of an extractive QA model on SQuAD-style data; writes predictions.json,

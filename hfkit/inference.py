@@ -129,7 +129,7 @@ class QuestionAnswerer:
 
     def __call__(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
                  max_answer_length: int = 30, handle_impossible: bool = False,
-                 batch_size: int = 16) -> list[list[dict]]:
+                 batch_size: int | None = None) -> list[list[dict]]:
         """The ``top_k`` best answers for each (question, context) pair; see :func:`answer`."""
         from hfkit.data.qa import QACollator, encode_windows
         from hfkit.qa import collect_answers
@@ -138,6 +138,8 @@ class QuestionAnswerer:
         enc = encode_windows(self.tokenizer, list(questions), list(contexts), self.max_length, stride)
         _check_vocabulary(enc, self.tokenizer)
         n = len(enc["input_ids"])
+        # on a CPU, small batches of similar length run as fast per window and waste less on padding
+        batch_size = batch_size or (4 if self.device.type == "cpu" else 32)
         collate = QACollator(self.tokenizer)
         spans: dict[str, list] = {}
         order = sorted(range(n), key=lambda w: -len(enc["input_ids"][w]))  # little padding per batch
@@ -184,7 +186,7 @@ class QuestionAnswerer:
 def answer(question: str | Sequence[str], context: str | Sequence[str],
            model: str | QuestionAnswerer = "uer/roberta-base-chinese-extractive-qa", top_k: int = 1,
            max_answer_length: int = 30, doc_stride: int = 128, max_length: int = 384,
-           handle_impossible: bool = False, batch_size: int = 16, device: str | None = None,
+           handle_impossible: bool = False, batch_size: int | None = None, device: str | None = None,
            precision: str = "fp32"):
     """Answer questions by pointing at a span of their context.
 

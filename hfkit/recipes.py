@@ -78,7 +78,8 @@ class DataArgs:
     text_column: str | None = None
     """Text column of a text data set (default: ``text``, else the only string column)."""
     max_length: int | None = None
-    """Truncate texts to this many tokens (default: the tokenizer's limit, at most 512)."""
+    """Truncate texts to this many tokens (default: the tokenizer's limit, at most 512; extractive
+    QA: tokens per window, default 384)."""
     doc_stride: int = 128
     """Extractive QA: tokens shared by neighbouring windows of a context longer than max_length."""
     block_size: int | None = None
