@@ -84,9 +84,32 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+QA_DEFAULTS = {"max_answer_length": 30, "doc_stride": 128, "max_length": 384}
+
+
+def _qa_settings(args: argparse.Namespace) -> None:
+    """Fill unset window/answer options from the model's recipe.yaml (a result folder), so
+    answering decodes as evaluation during training did; else from QA_DEFAULTS."""
+    recipe = Path(args.model) / "recipe.yaml"
+    trained: dict = {}
+    if recipe.is_file():
+        import yaml
+
+        tree = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+        if tree.get("task") == "question-answering":
+            data, evaluation = tree.get("data") or {}, tree.get("eval") or {}
+            trained = {"max_answer_length": evaluation.get("max_answer_length"),
+                       "doc_stride": data.get("doc_stride"), "max_length": data.get("max_length")}
+    for key, default in QA_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, trained.get(key) or default)
+
+
 def qa_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
     from hfkit.inference import answer
+
+    _qa_settings(args)
 
     context = args.context
     if args.context_file:
@@ -104,6 +127,8 @@ def qa_command(args: argparse.Namespace) -> int:
 def evaluate_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
     from hfkit.evaluation import evaluate_qa
+
+    _qa_settings(args)
 
     results = evaluate_qa(args.model, args.data, split=args.split, output_dir=args.output_dir,
                           max_samples=args.max_samples, batch_size=args.batch_size,
@@ -127,10 +152,11 @@ def download_command(args: argparse.Namespace) -> int:
 
 
 def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-answer-length", type=int, default=30, help="longest answer, in tokens")
-    p.add_argument("--doc-stride", type=int, default=128,
-                   help="tokens shared by neighbouring windows of a long context")
-    p.add_argument("--max-length", type=int, default=384, help="tokens per window (question + context)")
+    # defaults None: a result folder's recipe.yaml supplies what training used, else QA_DEFAULTS
+    p.add_argument("--max-answer-length", type=int, help="longest answer, in tokens (default 30)")
+    p.add_argument("--doc-stride", type=int,
+                   help="tokens shared by neighbouring windows of a long context (default 128)")
+    p.add_argument("--max-length", type=int, help="tokens per window, question + context (default 384)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="bf16: faster on GPUs and on CPUs with AVX512-BF16")
 

@@ -308,10 +308,10 @@ def test_result_folder_has_predictions_and_answers_like_training_scored(cmrc_run
     assert len(predictions) == 60 and predictions.keys() == nbest.keys()
     assert all(nbest[i][0]["answer"] == predictions[i] for i in predictions)
     assert (run / "training_curves.png").is_file() and (run / "model.safetensors").is_file()
-    # hfkit evaluate on the saved folder decodes exactly as evaluation during training did
+    # hfkit evaluate on the saved folder decodes exactly as evaluation during training did: the
+    # window and answer settings come from the folder's recipe.yaml
     dev = str(root / "data" / "toy_dev.json")
-    assert main(["evaluate", "--model", str(run), "--data", dev, "--max-length", "64",
-                 "--doc-stride", "16", "--max-answer-length", "64"]) == 0
+    assert main(["evaluate", "--model", str(run), "--data", dev]) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["f1"] == pytest.approx(results["eval_f1"])
     assert after["exact_match"] == pytest.approx(results["eval_exact_match"])
