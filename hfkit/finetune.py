@@ -42,22 +42,36 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
 @register_task("image-classification")
 def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps: int | None
                                   ) -> dict[str, Any]:
-    started = time.perf_counter()
-    splits = load_image_splits(recipe.data, recipe.train.seed)
+    from hfkit.data import tensor_images as tensors
+
+    started, t = time.perf_counter(), recipe.train
+    splits = load_image_splits(recipe.data, t.seed)
     model = create_image_model(recipe.model, splits.label_names, recipe.data.image_size)
-    train_ds, eval_ds = image_datasets(splits, model, recipe.data, recipe.train.seed)
-    t = recipe.train
-    train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed)
-    eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
-                              recipe.data.num_workers, t.seed)
-    state = fit(recipe, model, train_loader, eval_loader, save_image_model,
+    objective = Classification(recipe.model.channels_last, t.label_smoothing,
+                               mixup=_mixup(t, len(splits.label_names)))
+    if tensors.want_in_memory(recipe.data, splits.train, splits.image_column):
+        # decoded once; crops, flips and resizing run on whole batches on the training device
+        tensors.serve_like_tensor_pipeline(model)
+        objective.batch_transform = tensors.batch_augment(model, recipe.data, recipe.model.channels_last)
+        train_ds, eval_ds = tensors.tensor_datasets(splits, t.seed)
+        train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed)
+        eval_loader = tensors.make_tensor_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
+        skipped: list[str] = []
+    else:
+        train_ds, eval_ds = image_datasets(splits, model, recipe.data, t.seed)
+        train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed)
+        eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
+                                  recipe.data.num_workers, t.seed)
+        skipped = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
+    state = fit(recipe, model, train_loader, eval_loader, save_image_model, objective=objective,
                 resume=resume, max_steps=max_steps)
     results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
                         time.perf_counter() - started)
-    results["skipped_files"] = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
+    results["skipped_files"] = skipped
+    eval_labels = [int(y) for y in eval_ds.labels]
 
     def draw(out: Path) -> None:
-        write_classification_plots(state, eval_ds.labels, splits.label_names, out)
+        write_classification_plots(state, eval_labels, splits.label_names, out)
         write_prediction_grid(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
     return finish(recipe, state, results, draw)
 
@@ -137,6 +151,16 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     return finish(recipe, state, results, lambda out: write_qa_predictions(state.best_predictions, out))
 
 
+def _mixup(t, num_classes: int):
+    """timm's Mixup/CutMix on device batches, when the recipe asks for it (it smooths labels too)."""
+    if not (t.mixup or t.cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=t.mixup, cutmix_alpha=t.cutmix, label_smoothing=t.label_smoothing,
+                 num_classes=num_classes)
+
+
 def write_qa_predictions(nbest: list[dict], out: Path) -> None:
     """predictions.json (id -> answer) and nbest_predictions.json (id -> ranked answers), as run_qa."""
     if not nbest:
@@ -193,5 +217,5 @@ def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], 
         return
     # evenly spaced, so a class-sorted eval set still shows every class
     picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
-    plots.plot_prediction_grid([eval_ds.image(i) for i in picks], [eval_ds.labels[i] for i in picks],
+    plots.plot_prediction_grid([eval_ds.image(i) for i in picks], [int(eval_ds.labels[i]) for i in picks],
                                [preds[i] for i in picks], label_names, out / "predictions.png")

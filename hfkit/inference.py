@@ -7,10 +7,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms
+from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.qa import top_spans
 
@@ -22,6 +24,8 @@ class ImageClassifier:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_image_model(name_or_path).to(self.device)
         self.transform = image_transforms(self.model, is_training=False)
+        if uses_tensor_pipeline(self.model):  # trained in memory: evaluation's own batch transform
+            self.transform = _tensor_eval_transform(batch_augment(self.model))
         self.min_size = decode_size(self.model)
         self.labels = label_names(self.model)
 
@@ -39,6 +43,14 @@ class ImageClassifier:
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]
                 for idx, sc in zip(indices, scores)]
+
+
+def _tensor_eval_transform(augment):
+    """PIL image -> the normalised tensor the in-memory evaluation computed for it."""
+    def transform(img: PIL.Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+        return augment(pixels[None])[0]
+    return transform
 
 
 class TextClassifier:

@@ -14,12 +14,42 @@ from pathlib import Path
 import timm
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._hub import save_for_hf
+from timm.models.resnet import BasicBlock, ResNet
 
 from hfkit.hub import offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+# timm's register_model reads the preprocessing of a model from its module's default_cfgs
+default_cfgs = generate_default_cfgs({"resnet18_cifar": dict(
+    input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, interpolation="bilinear", crop_pct=1.0,
+    crop_mode="squash", num_classes=10, first_conv="conv1", classifier="fc")})
+
+
+@register_model
+def resnet18_cifar(pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    """ResNet-18 for 32x32 inputs: a 3x3 stride-1 stem and no max-pool (He et al.'s CIFAR
+    setting), so the last stage still sees 4x4 features instead of 1x1.
+
+    Registered with timm when hfkit.models is imported: ``timm.create_model("resnet18_cifar")``,
+    and result folders of it load with ``timm.create_model("local-dir:...")`` after
+    ``import hfkit.models``.
+    """
+    model = build_model_with_cfg(_CifarResNet, "resnet18_cifar", pretrained, block=BasicBlock,
+                                 layers=(2, 2, 2, 2), **kwargs)
+    return model
+
+
+class _CifarResNet(ResNet):
+    """timm's ResNet with the CIFAR stem; built before weights load, so checkpoints fit."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.conv1 = torch.nn.Conv2d(self.conv1.in_channels, 64, 3, stride=1, padding=1, bias=False)
+        self.maxpool = torch.nn.Identity()
 
 
 def create_image_model(args: ModelArgs, label_names: list[str],

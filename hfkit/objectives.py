@@ -20,32 +20,49 @@ from hfkit.metrics import load_metric
 
 
 class Classification:
-    """Cross-entropy over class logits: timm models (image batches) or transformers (dict batches)."""
+    """Cross-entropy over class logits: timm models (image batches) or transformers (dict batches).
+
+    In-memory image batches arrive as (uint8 images, labels, seed): ``batch_transform``
+    (:class:`hfkit.data.tensor_images.BatchAugment`) augments and normalises them on the device.
+    ``mixup`` (timm's ``Mixup``) mixes training images and their soft labels.
+    """
 
     train_metric = "accuracy"
 
-    def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0) -> None:
+    def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0,
+                 batch_transform=None, mixup=None) -> None:
         self.channels_last, self.label_smoothing = channels_last, label_smoothing
+        self.batch_transform, self.mixup = batch_transform, mixup
 
-    def logits_and_labels(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits_and_labels(self, model, batch, train: bool = False, mix: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, labels, and the soft targets of a mixed batch (else None)."""
         if isinstance(batch, Mapping):  # tokenized text (BatchEncoding): labels travel inside
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            return model(**inputs).logits, batch["labels"]
-        images, labels = batch
+            return model(**inputs).logits, batch["labels"], None
+        images, labels = batch[0], batch[1]
+        if self.batch_transform is not None:
+            images = self.batch_transform(images, batch[2], train=train)
+        targets = None
+        if mix and self.mixup is not None and len(labels) % 2 == 0:
+            images, targets = self.mixup(images, labels)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return model(images), labels
+        return model(images), labels, targets
 
     def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss, and [loss sum, correct, count] for the epoch's running metrics."""
-        logits, labels = self.logits_and_labels(model, batch)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        logits, labels, targets = self.logits_and_labels(model, batch, train=True, mix=True)
+        if targets is not None:  # timm's Mixup already smoothed the soft targets
+            loss = torch.sum(-targets * logits.float().log_softmax(-1), dim=-1).mean()
+        else:
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         n = labels.new_tensor(labels.shape[0], dtype=torch.float32)
         correct = (logits.argmax(-1) == labels).sum().float()
         return loss, torch.stack([loss.detach() * n, correct, n])
 
     def eval_batch(self, model, batch) -> dict[str, torch.Tensor]:
-        logits, labels = self.logits_and_labels(model, batch)
+        logits, labels, _ = self.logits_and_labels(model, batch)
         loss = F.cross_entropy(logits.float(), labels, reduction="none")
         return {"loss": loss, "prediction": logits.argmax(-1), "label": labels}
 

@@ -102,6 +102,13 @@ class DataArgs:
     """Colour jitter strength in training (0: none)."""
     auto_augment: str | None = None
     """timm auto-augment policy for training, e.g. ``rand-m9-mstd0.5-inc1`` (RandAugment)."""
+    in_memory: bool | None = None
+    """Decode all images once into one uint8 tensor and augment whole batches on the training
+    device (default: for sets of small images, at most 96 px, without auto_augment)."""
+    crop_padding: int = 4
+    """In memory: random crops of the image zero-padded by this many pixels (0: no crop)."""
+    random_erasing: float = 0.0
+    """In memory: probability of erasing a random square of each training image (Cutout)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -113,6 +120,12 @@ class DataArgs:
             raise RecipeError(f"data.hflip must be a probability in [0, 1], got {self.hflip}")
         if self.color_jitter < 0:
             raise RecipeError(f"data.color_jitter must be >= 0, got {self.color_jitter}")
+        if self.crop_padding < 0:
+            raise RecipeError(f"data.crop_padding must be >= 0, got {self.crop_padding}")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise RecipeError(f"data.random_erasing must be in [0, 1], got {self.random_erasing}")
+        if self.in_memory and self.auto_augment:
+            raise RecipeError("data.auto_augment runs on PIL images: it needs data.in_memory=false")
         if self.num_workers is not None and self.num_workers < 0:
             raise RecipeError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
@@ -159,6 +172,15 @@ class TrainArgs:
     """Stop after this many evaluations without improvement (null: never)."""
     tensorboard: bool = False
     """Also log metrics to TensorBoard under ``<output_dir>/tensorboard``."""
+    compile: bool = False
+    """Compile the model with ``torch.compile`` (faster steps on GPUs after a slow first one)."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights with this decay (e.g. 0.9998);
+    evaluation and the saved model use the averaged weights (null: off)."""
+    mixup: float = 0.0
+    """Mixup alpha for image classification (0: off); batch size must be even."""
+    cutmix: float = 0.0
+    """CutMix alpha for image classification (0: off); batch size must be even."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "gradient_accumulation_steps", "unfreeze_after_epochs",
@@ -171,6 +193,13 @@ class TrainArgs:
             raise RecipeError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise RecipeError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise RecipeError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.mixup < 0 or self.cutmix < 0:
+            raise RecipeError("train.mixup and train.cutmix are alphas: >= 0 (0 turns them off)")
+        if (self.mixup or self.cutmix) and self.batch_size % 2:
+            raise RecipeError(f"train.mixup/cutmix pair images within a batch: train.batch_size must be "
+                              f"even, got {self.batch_size}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise RecipeError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
 

@@ -24,6 +24,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from timm.optim import create_optimizer_v2
+from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -82,6 +83,12 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
                                     momentum=t.momentum)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader)
+    ema = None
+    if t.ema_decay:  # registered before load_state, so a resume restores the average too
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+    if t.compile:
+        model = torch.compile(model)
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = steps_per_epoch * t.epochs
     # a prepared scheduler steps once per process per optimizer step, hence the factor
@@ -103,6 +110,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
 
     loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                  save_model, state, max_steps, objective)
+    loop.ema = ema
     with StopRequest(enabled=accelerator.num_processes == 1) as stop:
         loop.stop = stop
         result = loop.run()
@@ -157,6 +165,14 @@ class _Loop:
         self.state, self.max_steps = state, max_steps
         self.objective = objective
         self.stop = StopRequest(enabled=False)
+        self.ema: ModelEmaV3 | None = None
+
+    def plain_model(self) -> torch.nn.Module:
+        """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
+        return self.acc.unwrap_model(self.model, keep_torch_compile=False)
+
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
 
     def run(self) -> TrainerState:
         while self.state.epoch < self.t.epochs:
@@ -180,7 +196,7 @@ class _Loop:
         """Train until the epoch ends (metrics) or --max-steps is reached (None)."""
         s, acc = self.state, self.acc
         self.epoch_started = time.perf_counter()
-        set_trainable(self.acc.unwrap_model(self.model), self.t.strategy, s.epoch,
+        set_trainable(self.plain_model(), self.t.strategy, s.epoch,
                       self.t.unfreeze_after_epochs)
         self.train_loader.set_epoch(s.epoch)
         loader = self.train_loader
@@ -222,13 +238,15 @@ class _Loop:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None and self.acc.sync_gradients:
+                self.ema.update(self.plain_model())
         return loss, stats.float()
 
     # -- evaluation, best model, checkpoints ---------------------------------------------------
 
     def end_epoch(self, train_metrics: dict[str, float]) -> None:
         s = self.state
-        metrics, predictions = evaluate(self.model, self.eval_loader, self.acc, self.objective)
+        metrics, predictions = evaluate(self.eval_model(), self.eval_loader, self.acc, self.objective)
         s.epoch += 1
         s.batches_in_epoch = 0
         record = {"epoch": s.epoch, "step": s.global_step, **train_metrics, **metrics,
@@ -245,7 +263,7 @@ class _Loop:
         """Stopped by --max-steps: checkpoint first (so resume is exact), then report."""
         self.save_checkpoint()
         if self.state.best_metric is None:  # nothing saved yet: evaluate what we have
-            metrics, predictions = evaluate(self.model, self.eval_loader, self.acc, self.objective)
+            metrics, predictions = evaluate(self.eval_model(), self.eval_loader, self.acc, self.objective)
             record = {"epoch": self.state.epoch + self.state.batches_in_epoch / len(self.train_loader),
                       "step": self.state.global_step, **metrics}
             self._update_best(record, predictions)
@@ -267,7 +285,8 @@ class _Loop:
         s.best_predictions = predictions
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            write_atomically(self.out, lambda tmp: self.save_model(self.acc.unwrap_model(self.model), tmp))
+            best = self.ema.module if self.ema is not None else self.plain_model()
+            write_atomically(self.out, lambda tmp: self.save_model(best, tmp))
 
     def _patience_exhausted(self) -> bool:
         p = self.t.early_stopping_patience
@@ -306,7 +325,8 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
     gathered: dict[str, list[torch.Tensor]] = {}
     for batch in tqdm(loader, desc="eval", unit="batch", leave=False,
                       disable=not accelerator.is_local_main_process):
-        values = accelerator.gather_for_metrics(objective.eval_batch(model, batch))
+        with accelerator.autocast():  # also for an EMA copy, which accelerate did not prepare
+            values = accelerator.gather_for_metrics(objective.eval_batch(model, batch))
         for key, value in values.items():
             gathered.setdefault(key, []).append(value.cpu())
     model.train()

@@ -158,3 +158,61 @@ class BatchAugment:
         hit = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
         hit &= (torch.rand(n, 1, 1, device=x.device, generator=generator) < self.erase)
         return x.masked_fill(hit[:, None], 0.0)
+
+
+# -- recipe plumbing ----------------------------------------------------------------------------
+
+SMALL_IMAGE = 96  # px: sets of images this small (CIFAR 32, Tiny ImageNet 64) go in memory
+
+
+def want_in_memory(args, train: datasets.Dataset, image_col: str) -> bool:
+    """``data.in_memory``, or by default: small images, no PIL-only augmentation, fits in memory."""
+    if args.in_memory is not None:
+        return args.in_memory
+    if args.auto_augment or len(train) == 0:
+        return False
+    first = train.cast_column(image_col, datasets.Image())[0][image_col]
+    width, height = first.size
+    return max(width, height) <= SMALL_IMAGE and 3 * width * height * len(train) <= IN_MEMORY_LIMIT_BYTES
+
+
+def batch_augment(model: torch.nn.Module, args=None, channels_last: bool = False) -> BatchAugment:
+    """The batch transform for ``model``'s input size, mean/std and interpolation; training
+    augmentation strengths from the recipe's ``data`` section (none without one)."""
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=model)
+    train = dict(pad=args.crop_padding, hflip=args.hflip, jitter=args.color_jitter,
+                 erase=args.random_erasing) if args is not None else {}
+    interpolation = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
+    return BatchAugment(input_size=config["input_size"][-1], mean=tuple(config["mean"]),
+                        std=tuple(config["std"]), interpolation=interpolation,
+                        channels_last=channels_last, **train)
+
+
+def serve_like_tensor_pipeline(model: torch.nn.Module) -> None:
+    """Mark the model as trained on whole, squashed images (no centre crop): timm's own eval
+    transform then resizes like the batch pipeline, and ``hfkit predict`` uses the pipeline itself."""
+    model.pretrained_cfg = dict(model.pretrained_cfg, crop_pct=1.0, crop_mode="squash")
+
+
+def uses_tensor_pipeline(model: torch.nn.Module) -> bool:
+    cfg = model.pretrained_cfg
+    return cfg.get("crop_mode") == "squash" and cfg.get("crop_pct") == 1.0
+
+
+def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages]:
+    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory."""
+    return tuple(TensorImages(decode_all(ds, splits.image_column, desc=f"Decoding {name} images"),
+                              list(ds[splits.label_column]), seed)
+                 for name, ds in (("train", splits.train), ("eval", splits.eval)))
+
+
+def make_tensor_loader(ds: TensorImages, batch_size: int, shuffle: bool, seed: int
+                       ) -> torch.utils.data.DataLoader:
+    """Batches by one indexing operation each (no workers needed), in a (seed, epoch) order."""
+    from hfkit.data.images import EpochSampler
+
+    sampler = EpochSampler(len(ds), seed, shuffle)
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate_batch,
+                                       num_workers=0, pin_memory=torch.cuda.is_available())
