@@ -106,7 +106,7 @@ class DataArgs:
     """Decode all images once into one uint8 tensor and augment whole batches on the training
     device (default: for sets of small images, at most 96 px, without auto_augment)."""
     crop_padding: int = 4
-    """In memory: random crops of the image zero-padded by this many pixels (0: no crop)."""
+    """In memory: random crops of the image padded (reflecting its border) by this many pixels."""
     random_erasing: float = 0.0
     """In memory: probability of erasing a random square of each training image (Cutout)."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from hfkit.data.layouts import detect_layout
 from hfkit.hub import offline_weights_help
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
@@ -45,7 +46,9 @@ def load_splits(path: str) -> datasets.DatasetDict:
         return load_splits(str(download_archive(path)))
     local = Path(path).expanduser()
     if local.is_dir():
-        return datasets.load_dataset(str(dataset_root(local)))
+        root = dataset_root(local)
+        reader = detect_layout(root)  # raw CIFAR pickles / Tiny ImageNet: read by hfkit.data.layouts
+        return reader() if reader else datasets.load_dataset(str(root))
     if local.is_file():
         if local.name.endswith(ARCHIVES):
             return load_splits(str(extract_archive(local)))

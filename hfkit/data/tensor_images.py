@@ -87,7 +87,7 @@ def collate_batch(batch):
 
 @dataclass
 class BatchAugment:
-    """Augment and normalise uint8 batches on their device: random crop with padding, flip,
+    """Augment and normalise uint8 batches on their device: random crop with reflect padding, flip,
     brightness/contrast jitter and random erasing in training; then resize to the model's input
     size and normalise with its mean/std (the only steps in evaluation).
     """
@@ -123,17 +123,19 @@ class BatchAugment:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def crop_and_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per image: a random crop of the zero-padded image (same size), flipped with p=hflip."""
+        """Per image: a random crop (same size) of the image padded by ``pad`` pixels on each side,
+        flipped with probability ``hflip``.
+
+        The padding reflects the border (as fast CIFAR pipelines do) rather than adding black,
+        so the pixel statistics the normalisation expects stay those of the data; it is done by
+        index arithmetic in one gather, without materialising a padded copy.
+        """
         n, _, h, w = images.shape
         device = images.device
-        if self.pad > 0:
-            images = F.pad(images, (self.pad,) * 4)
-            dy = torch.randint(0, 2 * self.pad + 1, (n,), device=device, generator=generator)
-            dx = torch.randint(0, 2 * self.pad + 1, (n,), device=device, generator=generator)
-        else:
-            dy = dx = torch.zeros(n, dtype=torch.long, device=device)
-        rows = dy[:, None] + torch.arange(h, device=device)  # [n, h]
-        cols = dx[:, None] + torch.arange(w, device=device)  # [n, w]
+        dy = torch.randint(-self.pad, self.pad + 1, (n,), device=device, generator=generator)
+        dx = torch.randint(-self.pad, self.pad + 1, (n,), device=device, generator=generator)
+        rows = _reflect(dy[:, None] + torch.arange(h, device=device), h)  # [n, h]
+        cols = _reflect(dx[:, None] + torch.arange(w, device=device), w)  # [n, w]
         flip = torch.rand(n, device=device, generator=generator) < self.hflip
         cols = torch.where(flip[:, None], cols.flip(1), cols)
         batch = torch.arange(n, device=device)[:, None, None]
@@ -158,6 +160,12 @@ class BatchAugment:
         hit = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
         hit &= (torch.rand(n, 1, 1, device=x.device, generator=generator) < self.erase)
         return x.masked_fill(hit[:, None], 0.0)
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside [0, size) mirrored at the border without repeating it (numpy "reflect")."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 # -- recipe plumbing ----------------------------------------------------------------------------
