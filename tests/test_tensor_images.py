@@ -198,3 +198,28 @@ def test_serving_an_upscaled_model_feeds_it_exactly_what_evaluation_did(tmp_path
     path = tmp_path / "x.png"
     ds[0]["img"].save(path)
     assert torch.equal(classifier.transform(classifier.load(path)), evaluated[0])
+
+
+def test_ema_weights_are_saved_and_resume_with_the_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = write_cifar_like(tmp_path / "data", per_class=4, test_per_class=2, size=16)
+    sets = [f"data.path={data}", "train.batch_size=4", "train.mixed_precision=no",
+            "eval.num_preview_images=0", "train.ema_decay=0.5"]
+    # one epoch, one evaluation: the saved model is the average at the end of training
+    one = tmp_path / "one"
+    finetune(load_recipe("cifar10", [*sets, "train.epochs=1"], output_dir=str(one)))
+    checkpoint = next((one / "checkpoints").glob("step-*"))
+    ema = torch.load(next(checkpoint.glob("custom_checkpoint_*")), weights_only=True)
+    raw, saved = load_file(checkpoint / "model.safetensors"), load_file(one / "model.safetensors")
+    assert all(torch.equal(saved[k], ema[f"module.{k}"].float()) for k in saved)
+    assert any(not torch.equal(saved[k], raw[k]) for k in saved)
+    # interrupted and resumed, the average comes back with the checkpoint
+    two = tmp_path / "two"
+    recipe = load_recipe("cifar10", [*sets, "train.epochs=2"], output_dir=str(two))
+    finetune(recipe, max_steps=4)
+    results = finetune(recipe, resume="latest")
+    assert results["global_step"] == 6 and not results["interrupted"]
