@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import pickle
+import shutil
 import tarfile
+import threading
 from pathlib import Path
 
 import datasets
@@ -93,12 +97,26 @@ def test_cifar_through_load_splits_and_load_image_splits(cifar_folder):
     check_cifar_pixels(images.permute(0, 2, 3, 1).numpy(), splits.eval["label"][:], 10)
 
 
-def test_cifar_tar_gz_is_extracted_and_read(cifar_folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["file", "url"])
+def test_cifar_tar_gz_is_extracted_and_read(cifar_folder, tmp_path, monkeypatch, how):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive = tmp_path / "served" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(cifar_folder, arcname=cifar_folder.name)
-    splits = load_image_splits(DataArgs(path=str(archive), max_train_samples=4), seed=0)
+    if how == "file":
+        splits = load_image_splits(DataArgs(path=str(archive), max_train_samples=4), seed=0)
+    else:
+        monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
+        try:
+            splits = load_image_splits(DataArgs(path=url, max_train_samples=4), seed=0)
+        finally:
+            server.shutdown()
+            server.server_close()
     assert splits.label_names == CIFAR_NAMES
     assert len(splits.train) == 4 and len(splits.eval) == 5
     images = decode_all(splits.train, "img").permute(0, 2, 3, 1).numpy()
@@ -215,8 +233,6 @@ def test_tiny_imagenet_through_load_image_splits(tiny_root):
 
 
 def test_tiny_imagenet_zip_is_extracted_and_read(tiny_root, tmp_path, monkeypatch):
-    import shutil
-
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     archive = shutil.make_archive(str(tmp_path / "tiny-imagenet-200"), "zip", tiny_root.parent,
                                   tiny_root.name)
