@@ -58,7 +58,8 @@ def test_augmentation_moves_pixels_and_repeats_with_its_seed():
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.equal(a, images.float() / 255)
     # evaluation is only the conversion: no randomness at all
-    assert torch.equal(aug(images, train=False), images.float() / 255)
+    assert torch.equal(aug(images, train=False), aug(images, 9, train=False))
+    assert torch.allclose(aug(images, train=False), images.float() / 255, atol=1e-6)
 
 
 def test_flip_only_keeps_the_pixel_statistics_the_normalisation_expects():
