@@ -151,6 +151,20 @@ def download_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def push_command(args: argparse.Namespace) -> int:
+    from hfkit.hub import push
+
+    where = push(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
+                 create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run,
+                 license=args.license)
+    if args.dry_run:
+        print(f"Dry run: {where}/ holds exactly what `hfkit push` would upload to {args.repo_id} "
+              "(README.md is the model card); nothing was sent.")
+    else:
+        print(f"Pushed {args.run_dir} to {args.repo_id}: {where}")
+    return 0
+
+
 def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
     # defaults None: a result folder's recipe.yaml supplies what training used, else QA_DEFAULTS
     p.add_argument("--max-answer-length", type=int, help="longest answer, in tokens (default 30)")
@@ -213,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", action="append", metavar="GLOB",
                    help="download only files matching GLOB (repeatable); default: what loading needs")
     p.set_defaults(func=download_command)
+    p = sub.add_parser("push", help="upload a result folder with a model card to the Hub",
+                       description="Upload a result folder to a Hub model repo: safetensors weights, "
+                       "config, tokenizer or preprocessing files, recipe.yaml, all_results.json, the plots, "
+                       "and a model card (README.md). The token comes from `hf auth login` or HF_TOKEN: "
+                       "there is no --token option, so that it never lands in shell history, logs or cards.")
+    p.add_argument("run_dir", help="result folder, e.g. runs/ants")
+    p.add_argument("--repo-id", required=True,
+                   help="target repo, e.g. alice/resnet18-ants-bees (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to push to (created from main if missing; default main)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--commit-message", help="default: Upload <folder> with hfkit push")
+    p.add_argument("--license", help="license id in the card (default: the recipe's hub.license, apache-2.0)")
+    p.add_argument("--dry-run", metavar="DIR",
+                   help="write exactly what would be uploaded (with the card) into DIR; contact no server")
+    p.set_defaults(func=push_command)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from accelerate.utils import set_seed
 
 from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
-from hfkit.hub import push_result_folder
+from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification
 from hfkit.recipes import Recipe
@@ -182,8 +183,21 @@ def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
             plots.plot_curves(state.history, out / "training_curves.png")
         draw(out)
         print(f"Results in {out}/ (model weights, config, all_results.json, plots)")
-        if recipe.hub.push:
-            url = push_result_folder(out, recipe.hub.repo_id, private=recipe.hub.private)
+        if recipe.hub.push:  # `hfkit push` with the recipe's hub settings
+            h = recipe.hub
+            try:
+                url = push(out, h.repo_id, private=h.private, revision=h.revision, create_pr=h.create_pr,
+                           commit_message=h.commit_message, license=h.license)
+            except (ConnectionError, FileNotFoundError, ValueError) as e:
+                # "run the same command again" would train again: say how to push the saved results
+                command = shlex.join(["hfkit", "push", str(out), "--repo-id", h.repo_id,
+                                      *(["--private"] if h.private else []),
+                                      *(["--revision", h.revision] if h.revision else []),
+                                      *(["--create-pr"] if h.create_pr else [])])
+                kind = next(k for k in (ConnectionError, FileNotFoundError, ValueError) if isinstance(e, k))
+                raise kind(str(e).replace(AGAIN, f"run `{command}` (no need to train again)") + (
+                    f"\nThe results are saved in {out}/." if AGAIN in str(e) else
+                    f"\nThe results are saved in {out}/; push them with `{command}`.")) from e
             print(f"Pushed to {url}")
     return results
 

@@ -1,4 +1,5 @@
-"""Talking to the Hugging Face Hub: knowing when it cannot be reached, and saying what to do."""
+"""Talking to the Hugging Face Hub: knowing when it cannot be reached, saying what to do, pushing result
+folders and downloading repos for offline use."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,33 +58,293 @@ def offline_weights_help(repo_id: str, what: str = "model") -> str:
             f"copy the folder here, and pass --set {setting}={folder}")
 
 
-# What a result folder shares: weights in safetensors only (never pickles), config,
-# preprocessing/tokenizer files, the recipe, metrics and plots; never checkpoints or logs.
-PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "README.md"]
-PUSH_EXCLUDE = ["checkpoints/**", "tensorboard/**", ".tmp*/**", "*.bin", "*.pt", "*.pth", "*.pkl"]
+# ---------------------------------------------------------------------------------------------
+# Pushing a result folder to the Hub
+
+# What a push shares: the folder's top-level files that loading and reading the model need (what
+# from_pretrained and timm's hf-hub: read), the recipe, the metrics and the plots; weights in safetensors
+# only. Subfolders never go: checkpoints/ (optimizer state, pickles), tensorboard/ (logs), eval-*/ (what
+# `hfkit evaluate` wrote), nor do pickles, hidden files, or predictions.json/nbest_predictions.json
+# (answers to every evaluation question: megabytes that loading and the card do not need, holding text
+# of the evaluation data, whose license is not the model's).
+PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "*.jinja", "README.md"]
+PICKLES = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
+PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json"]
+# A folder without safetensors weights but with this pickle (a transformers or timm model saved the old
+# way) gets it converted to model.safetensors in what is uploaded; the folder itself is left as it is.
+CONVERTED_PICKLE = "pytorch_model.bin"
+AGAIN = "run the same command again"
+
+
+def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | None]:
+    """(files uploaded as they are, files and folders left out, pickle converted to model.safetensors).
+
+    Raises FileNotFoundError for a folder that is not a model folder, and ValueError for one whose
+    weights are pickles hfkit does not convert.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no result folder {folder}")
+    entries = sorted(folder.iterdir())
+    files = [p.name for p in entries if p.is_file()]
+    picked = [n for n in files if any(fnmatchcase(n, p) for p in PUSH_PATTERNS)
+              and not any(fnmatchcase(n, p) for p in PUSH_EXCLUDE)]
+    left_out = [n for n in files if n not in picked] + [p.name + "/" for p in entries if p.is_dir()]
+    if "config.json" not in picked:
+        raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json (a result folder of "
+                                "`hfkit finetune`, or a folder saved with save_pretrained, has one)")
+    if any(n.endswith(".safetensors") for n in picked):
+        return picked, left_out, None
+    if CONVERTED_PICKLE in files:
+        return picked, left_out, CONVERTED_PICKLE
+    pickles = [n for n in files if any(fnmatchcase(n, p) for p in PICKLES)]
+    if pickles:
+        raise ValueError(f"{folder} holds its weights only as pickles ({_names(pickles)}), which hfkit does "
+                         "not upload (unpickling can run code). Save them as safetensors first: load the "
+                         "model and save it with save_pretrained (transformers) or timm's save_for_hf(..., "
+                         "safe_serialization=True), then push again.")
+    raise FileNotFoundError(f"{folder} has no model weights: no *.safetensors (nor {CONVERTED_PICKLE})")
+
+
+def push(folder: str | os.PathLike, repo_id: str, private: bool = False, revision: str | None = None,
+         create_pr: bool = False, commit_message: str | None = None,
+         dry_run: str | os.PathLike | None = None, license: str | None = None) -> str:
+    """Upload result folder ``folder`` to Hub model repo ``repo_id`` with a model card; returns the URL
+    of the commit (of the pull request with ``create_pr``), or with ``dry_run`` the folder it wrote.
+
+    What goes up is staged first (``push_plan``): the shareable files, ``pytorch_model.bin`` converted
+    to ``model.safetensors`` when the folder has no safetensors weights, and ``README.md``: the card
+    ``hfkit.cards.model_card`` writes (license: ``license``, else the recipe's ``hub.license``, else
+    apache-2.0), unless the folder has a README.md of its own (one without the generated card's first
+    line), which goes up as it is. ``dry_run=DIR`` writes exactly that into DIR and contacts no server.
+
+    The repo is created if needed (``private`` on request; a private push to an existing public repo is
+    refused), ``revision`` is a branch (created from main if missing) or ``refs/pr/N`` (an open pull
+    request), and ``create_pr`` opens a pull request against main. The token comes from HF_TOKEN or
+    ``hf auth login``, never from an argument; no staged file may hold it. A failed upload raises
+    ConnectionError saying what to do; running it again sends only what is not on the Hub yet.
+    """
+    folder = Path(folder).expanduser()
+    _check_repo_id(repo_id)
+    if create_pr and revision not in (None, "main"):  # huggingface_hub opens pull requests against main
+        raise ValueError("--create-pr opens a pull request against main, so it takes no --revision: push to "
+                         "a branch with --revision alone, or add to an open pull request N with "
+                         "--revision refs/pr/N")
+    files, left_out, convert = push_plan(folder)
+    tokens = _known_tokens()
+    for what, text in (("--commit-message", commit_message), ("--revision", revision)):
+        if text and any(t in text for t in tokens):
+            raise ValueError(f"{what} holds your Hugging Face token: nothing was uploaded. Tokens come from "
+                             "HF_TOKEN or `hf auth login`, never from arguments.")
+    license = license or _recipe_license(folder)
+    uploaded = sorted({*files, "README.md", *(["model.safetensors"] if convert else [])})
+    summary = (f"{len(uploaded)} files to {repo_id}: {', '.join(uploaded)}"
+               + (f" (left out: {', '.join(left_out)})" if left_out else "")
+               + (f"; {convert} converted to model.safetensors" if convert else ""))
+    if dry_run is not None:
+        print(f"Would upload {summary}")
+        out = _empty_dry_run_folder(Path(dry_run).expanduser(), folder)
+        _stage(folder, out, files, convert, repo_id, license, link=False)
+        _refuse_tokens(out, tokens, folder)
+        return str(out)
+
+    _refuse_push_without_hub(repo_id)
+    print(f"Uploading {summary}")
+    from huggingface_hub import HfApi
+
+    with _staging_folder(folder) as staged:
+        _stage(folder, staged, files, convert, repo_id, license, link=True)
+        _refuse_tokens(staged, tokens, folder)
+        api = HfApi()
+        with _explain_push_errors(repo_id):
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if private and not api.model_info(repo_id).private:
+                raise ValueError(f"{repo_id} already exists and is public, so a private push would publish "
+                                 f"these files: nothing was uploaded. Make it private in its settings "
+                                 "(or push without --private).")
+            if revision and revision != "main" and not revision.startswith("refs/"):
+                api.create_branch(repo_id, branch=revision, exist_ok=True)  # from main, if missing
+            commit = api.upload_folder(repo_id=repo_id, folder_path=staged, revision=revision,
+                                       create_pr=create_pr, commit_message=commit_message
+                                       or f"Upload {folder.name} with hfkit push")
+    return commit.pr_url or commit.commit_url
 
 
 def push_result_folder(folder: str | os.PathLike, repo_id: str, private: bool = False,
                        commit_message: str | None = None) -> str:
-    """Create ``repo_id`` if needed and upload the shareable files of a result folder.
+    """The earlier name of ``push``."""
+    return push(folder, repo_id, private=private, commit_message=commit_message)
 
-    The token comes from the environment (HF_TOKEN) or ``hf auth login``, never from a recipe.
-    Uploading again is safe: unchanged files are not sent twice.
-    """
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
-    api = HfApi()
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=PUSH_PATTERNS,
-                                   ignore_patterns=PUSH_EXCLUDE,
-                                   commit_message=commit_message or f"Upload {os.path.basename(folder)}")
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(f"--repo-id {repo_id!r} is not a valid repo id: {e}") from e
+    if "/" not in repo_id:
+        raise ValueError(f"--repo-id {repo_id!r} needs its owner: your user or organisation name, as in "
+                         f"alice/{repo_id}")
+
+
+def _recipe_license(folder: Path) -> str | None:
+    recipe = folder / "recipe.yaml"
+    if not recipe.is_file():
+        return None
+    import yaml
+
+    tree = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+    return ((tree.get("hub") or {}) if isinstance(tree, dict) else {}).get("license")
+
+
+def _stage(folder: Path, to: Path, files: list[str], convert: str | None, repo_id: str,
+           license: str | None, link: bool) -> None:
+    """Put into ``to`` exactly what is uploaded: the files, converted weights, and the card."""
+    import shutil
+
+    from hfkit.cards import is_generated, model_card
+
+    for name in files:
+        if name == "README.md":
+            continue
+        if link:  # a hard link costs no space; the staging folder lives beside the files when it can
+            try:
+                os.link(folder / name, to / name)
+                continue
+            except OSError:
+                pass
+        shutil.copy2(folder / name, to / name)
+    if convert:
+        _pickle_to_safetensors(folder / convert, to / "model.safetensors")
+    readme = folder / "README.md"
+    if "README.md" in files and not is_generated(readme.read_text(encoding="utf-8", errors="replace")):
+        shutil.copy2(readme, to / "README.md")  # the user's own card: never rewritten
+    else:
+        (to / "README.md").write_text(str(model_card(to, repo_id, license=license)), encoding="utf-8")
+
+
+def _pickle_to_safetensors(source: Path, target: Path) -> None:
+    """A pickled state dict as safetensors, tensor for tensor (tied tensors become equal copies)."""
+    import torch
+    from safetensors.torch import save_file
+
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything but tensors and plain containers
+        raise ValueError(f"{source} is not a plain state dict ({type(e).__name__}); save the model with "
+                         "save_pretrained first, then push again.") from e
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source} is not a state dict of tensors; save the model with save_pretrained "
+                         "first, then push again.")
+    # "format": "pt" is what transformers checks before loading a safetensors file
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(target),
+              metadata={"format": "pt"})
+
+
+@contextmanager
+def _staging_folder(folder: Path) -> Iterator[Path]:
+    """A temporary folder, inside the result folder when it is writable (so hard links work)."""
+    import tempfile
+
+    try:
+        tmp = tempfile.TemporaryDirectory(prefix=".hfkit-push-", dir=folder)
+    except OSError:
+        tmp = tempfile.TemporaryDirectory(prefix="hfkit-push-")
+    with tmp as path:
+        yield Path(path)
+
+
+def _empty_dry_run_folder(out: Path, folder: Path) -> Path:
+    """``out``, new or emptied: an empty folder, or the files of an earlier dry run (its generated card)."""
+    from hfkit.cards import is_generated
+
+    if out.resolve() == folder.resolve():
+        raise ValueError("--dry-run needs a folder other than the result folder")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--dry-run {out} is a file; give a folder")
+    old = sorted(out.iterdir()) if out.is_dir() else []
+    readme = out / "README.md"
+    earlier = readme.is_file() and is_generated(readme.read_text(encoding="utf-8", errors="replace"))
+    if old and (not earlier or any(p.is_dir() for p in old)):
+        raise FileExistsError(f"--dry-run folder {out} is not empty: choose a new folder (an earlier dry "
+                              "run's folder is replaced)")
+    for p in old:
+        p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _known_tokens() -> set[str]:
+    """The Hugging Face tokens this process could send: HF_TOKEN (and its old name) and saved logins."""
+    found = {os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")}
+    try:
+        from huggingface_hub import get_token
+        from huggingface_hub.utils import get_stored_tokens
+
+        found.add(get_token())
+        found.update(get_stored_tokens().values())
+    except Exception:  # a broken token file is no reason to upload unchecked: the env ones remain
+        pass
+    return {t.strip() for t in found if t and len(t.strip()) >= 8}
+
+
+def _refuse_tokens(staged: Path, tokens: set[str], folder: Path) -> None:
+    """Refuse to upload when a staged file holds a token (weights: only their metadata header is read)."""
+    for path in sorted(staged.iterdir()):
+        with open(path, "rb") as f:
+            if path.suffix == ".safetensors":  # 8 bytes of header length, then the JSON header
+                size = int.from_bytes(f.read(8), "little")
+                data = f.read(size) if size < 100_000_000 else b""
+            else:
+                data = f.read()
+        if any(t.encode() in data for t in tokens):
+            where = folder / path.name if (folder / path.name).exists() else path
+            raise ValueError(f"{path.name} holds your Hugging Face token: nothing was uploaded. Remove the "
+                             f"token from {where} and push again; if the file was shared anywhere, revoke "
+                             "the token at https://huggingface.co/settings/tokens.")
+
+
+def _refuse_push_without_hub(repo_id: str) -> None:
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise ConnectionError(f"pushing to {repo_id} needs the network, and offline mode is on "
+                              f"(HF_HUB_OFFLINE is set): run `unset HF_HUB_OFFLINE`, then {AGAIN}. "
+                              "`--dry-run DIR` writes what would be uploaded without the network.")
+    if not get_token():
+        raise ConnectionError(f"no Hugging Face token to push {repo_id} with: run `hf auth login` (with a "
+                              f"token that may write) or set HF_TOKEN, then {AGAIN}.")
+    behind_proxy = any(scheme != "no" for scheme in urllib.request.getproxies())
+    if not behind_proxy and not hub_reachable():
+        raise ConnectionError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to push {repo_id}: "
+                              f"check the network (and HF_ENDPOINT, if set), then {AGAIN}.")
+
+
+@contextmanager
+def _explain_push_errors(repo_id: str) -> Iterator[None]:
+    """The client's errors during a push as one ConnectionError each, saying what to do."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    login = ("log in with a token that may write to it (`hf auth login`, or set HF_TOKEN; a fine-grained "
+             "token needs write access to that user or organisation)")
+    resend = f"then {AGAIN} (files already on the Hub are not sent twice)"
+    try:
+        yield
+    except RepositoryNotFoundError as e:
+        raise ConnectionError(f"the Hub does not let this token see {repo_id}: check the id and {login}; "
+                              f"{resend}.") from e
     except HfHubHTTPError as e:
-        raise ConnectionError(f"upload to {repo_id} failed: {e}\nCheck that you are logged in "
-                              "(`hf auth login` or HF_TOKEN) and may write to that repo; "
-                              "then run the same command again.") from e
-    return commit.commit_url
+        status = e.response.status_code if e.response is not None else None
+        why = str(e).strip().splitlines()[0]
+        if status in (401, 403):
+            raise ConnectionError(f"the Hub refused the push to {repo_id} ({why}): {login}; {resend}.") from e
+        raise ConnectionError(f"the push to {repo_id} failed ({why}). Nothing is lost: {resend}.") from e
+    except (OfflineModeIsEnabled, *_network_errors()) as e:
+        raise ConnectionError(f"lost the connection to {constants.ENDPOINT} while pushing {repo_id} "
+                              f"({type(e).__name__}: {e}); check the network, {resend}.") from e
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,10 +233,22 @@ class HubArgs:
     """Target repository, e.g. ``alice/resnet18-ants-bees``."""
     private: bool = False
     """Create the repository as private."""
+    license: str = "apache-2.0"
+    """License id written in the model card's metadata (a Hub license id: mit, cc-by-4.0, other, ...)."""
+    revision: str | None = None
+    """Branch to push to (created from main if missing; default: main)."""
+    create_pr: bool = False
+    """Open a pull request with the upload instead of committing to the branch."""
+    commit_message: str | None = None
+    """Commit message (default: ``Upload <folder> with hfkit push``)."""
+    # No token field, on purpose: the token comes from HF_TOKEN or `hf auth login`, never from a recipe,
+    # which is saved as recipe.yaml in the result folder and uploaded with it.
 
     def __post_init__(self) -> None:
         if self.push and not self.repo_id:
             raise RecipeError("hub.push=true needs hub.repo_id, e.g. --set hub.repo_id=alice/my-model")
+        if not self.license or not isinstance(self.license, str):
+            raise RecipeError("hub.license must be a license id, e.g. apache-2.0, mit or other")
 
 
 @dataclass

@@ -5,14 +5,20 @@
 - repo_info / model_info / dataset_info: GET /api/{models|datasets|spaces}/{repo_id}[/revision/{rev}]
 - list_repo_tree / list_repo_files:      GET /api/{type}s/{repo_id}/tree/{rev}[/{path}]?recursive=
 - hf_hub_download / snapshot_download:   HEAD and GET /[{datasets|spaces}/]{repo_id}/resolve/{rev}/{path}
-- create_repo:                           POST /api/repos/create
+- create_repo:                           POST /api/repos/create (``private`` is kept on the repo)
+- create_branch:                         POST /api/{type}s/{repo_id}/branch/{branch}
 - create_commit / upload_folder:         POST /api/{type}s/{repo_id}/preupload/{rev} and .../commit/{rev}
-  (every file is answered "regular": its bytes travel inside the commit, so no LFS or Xet storage is needed)
-- README.md checks on upload:            POST /api/validate-yaml
+  (every file is answered "regular": its bytes travel inside the commit, so no LFS or Xet storage is needed;
+  ``?create_pr=1`` opens a pull request: a ``refs/pr/N`` branch from ``rev``, listed in ``repo.pulls``)
+- create_pull_request:                   POST /api/{type}s/{repo_id}/discussions (a ``refs/pr/N`` branch from
+  main) and GET .../discussions/{num}, which the client reads back
+- README.md checks on upload:            POST /api/validate-yaml (a few of the Hub's metadata rules)
 
 Errors carry the X-Error-Code headers from which the client builds RepositoryNotFoundError,
 GatedRepoError, RevisionNotFoundError and RemoteEntryNotFoundError. Another endpoint is one more
-line in ``_Handler.ROUTES`` and one method. ``hub.requests`` records (method, path) of every call.
+line in ``_Handler.ROUTES`` and one method. ``hub.requests`` records (method, path) of every call,
+``hub.authorizations`` their Authorization headers, ``hub.validated`` the READMEs checked; ``hub.fail_next``
+makes the next matching calls fail (with a server error, say).
 
 The ``fake_hub`` fixture starts one per test and points huggingface_hub at it (see ``use_hub``).
 """
@@ -58,8 +64,11 @@ class FakeRepo:
     repo_id: str
     repo_type: str
     gated: bool = False
+    private: bool = False
+    pulls: dict[int, str] = field(default_factory=dict)  # pull request number -> the branch it targets
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files at that commit
     branches: dict[str, str] = field(default_factory=dict)  # branch -> commit sha
+    messages: dict[str, str] = field(default_factory=dict)  # commit sha -> commit message
 
     def resolve(self, revision: str) -> str | None:
         """A branch or a full commit sha -> the commit sha; None if there is no such revision."""
@@ -72,6 +81,9 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], FakeRepo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
+        self.validated: list[str] = []  # README.md contents sent to /api/validate-yaml
+        self.failures: list[tuple[str, str, int]] = []  # (method, path regex, status), each used once
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -105,6 +117,20 @@ class FakeHub:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def fail_next(self, method: str, path_pattern: str, status: int = 500, times: int = 1) -> None:
+        """Answer the next ``times`` ``method`` requests whose path matches ``path_pattern`` (re.search)
+        with ``status``. The client retries 408, 429 and 5xx answers itself (5 times, backing off from 1 s):
+        a failure it gives up on takes ``times=6``."""
+        self.failures += [(method, path_pattern, status)] * times
+
+    def _take_failure(self, method: str, path: str) -> int | None:
+        with self._lock:
+            for i, (m, pattern, status) in enumerate(self.failures):
+                if m == method and re.search(pattern, path):
+                    del self.failures[i]
+                    return status
+        return None
+
     # -- content
 
     def repo(self, repo_id: str, repo_type: str = "model") -> FakeRepo | None:
@@ -133,6 +159,7 @@ class FakeHub:
                 digest.update(f"{path}\0{git_blob_sha1(files[path])}\n".encode())
             sha = digest.hexdigest()
             repo.commits[sha] = files
+            repo.messages[sha] = message
             repo.branches[branch] = sha
             return sha
 
@@ -148,9 +175,10 @@ _RESOLVE = rf"/(?:(?P<prefix>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(
 class _Error(Exception):
     """An HTTP error answer, raised anywhere in a handler method."""
 
-    def __init__(self, status: int, code: str | None, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str | None, message: str, headers: dict | None = None,
+                 extra: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.headers = status, code, headers or {}
+        self.status, self.code, self.headers, self.extra = status, code, headers or {}, extra or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -162,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
         ("HEAD", _RESOLVE, "resolve"),
         ("GET", _RESOLVE, "resolve"),
         ("POST", r"/api/repos/create", "create_repo"),
+        ("POST", rf"/api/{_TYPE}/{_REPO}/branch/(?P<branch>[^/]+)", "create_branch"),
+        ("POST", rf"/api/{_TYPE}/{_REPO}/discussions", "create_discussion"),
+        ("GET", rf"/api/{_TYPE}/{_REPO}/discussions/(?P<num>\d+)", "discussion"),
         ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
         ("POST", rf"/api/{_TYPE}/{_REPO}/commit/(?P<rev>[^/]+)", "commit"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
@@ -188,7 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.hub.requests.append((self.command, unquote(url.path)))
+        self.hub.authorizations.append(self.headers.get("Authorization"))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status = self.hub._take_failure(self.command, unquote(url.path))
+        if status is not None:
+            message = f"fake hub: failing {self.command} {url.path} on request"
+            self._json({"error": message}, status, {"X-Error-Message": message})
+            return
         for method, pattern, name in self.ROUTES:
             match = re.fullmatch(pattern, url.path)
             if method == self.command and match:
@@ -197,7 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
                     getattr(self, name)(body=body, **args)
                 except _Error as e:
                     headers = {"X-Error-Message": str(e), **({"X-Error-Code": e.code} if e.code else {})}
-                    self._json({"error": str(e)}, e.status, {**headers, **e.headers})
+                    self._json({"error": str(e), **e.extra}, e.status, {**headers, **e.headers})
                 return
         self._json({"error": f"fake hub: no route for {self.command} {url.path}"}, 404)
 
@@ -235,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         r = self._repo(REPO_TYPES[type], repo)
         sha = self._commit(r, rev)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        self._json({"_id": sha[:24], "id": r.repo_id, "sha": sha, "private": False,
+        self._json({"_id": sha[:24], "id": r.repo_id, "sha": sha, "private": r.private,
                     "gated": "auto" if r.gated else False, "disabled": False, "lastModified": now,
                     "createdAt": now, "tags": [], "downloads": 0, "likes": 0,
                     "siblings": [{"rfilename": p} for p in sorted(r.commits[sha])]})
@@ -287,11 +324,44 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
         existing = self.hub.repo(repo_id, repo_type)
         if existing is not None:
-            raise _Error(409, None, f"You already created this {repo_type} repo",
-                         {"X-Repo-Url": self.hub.url_of(existing)})
+            url = self.hub.url_of(existing)  # the client reads it from the body, as on the Hub
+            raise _Error(409, None, f"You already created this {repo_type} repo", {"X-Repo-Url": url},
+                         {"url": url})
         self.hub.add_repo(repo_id, {".gitattributes": GITATTRIBUTES}, repo_type=repo_type)
+        private = bool(data.get("private")) or data.get("visibility") == "private"  # 1.x sent "private"
+        self.hub.repo(repo_id, repo_type).private = private
         url = self.hub.url_of(self.hub.repo(repo_id, repo_type))
         self._json({"url": url, "name": repo_id, "id": repo_id})
+
+    def create_branch(self, body: bytes, type: str, repo: str, branch: str) -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        if branch in r.branches:
+            raise _Error(409, None, f"Reference refs/heads/{branch} already exists")
+        start = json.loads(body or b"{}").get("startingPoint") or "main"
+        with self.hub._lock:
+            r.branches[branch] = self._commit(r, start)
+        self._json({})
+
+    def create_discussion(self, body: bytes, type: str, repo: str) -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        data = json.loads(body)
+        if not data.get("pullRequest"):
+            raise _Error(501, None, "the fake hub opens pull requests only, not discussions")
+        with self.hub._lock:
+            num = max(r.pulls, default=0) + 1
+            r.pulls[num] = "main"
+            r.branches[f"refs/pr/{num}"] = r.branches["main"]
+        self._json({"num": num, "pullRequest": True, "url": f"{self.hub.url_of(r)}/discussions/{num}"})
+
+    def discussion(self, body: bytes, type: str, repo: str, num: str) -> None:
+        r = self._repo(REPO_TYPES[type], repo)
+        if int(num) not in r.pulls:
+            raise _Error(404, None, f"Discussion {num} not found")
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        self._json({"num": int(num), "title": f"pull request {num}", "status": "draft", "createdAt": now,
+                    "author": {"name": "fake"}, "repo": {"name": r.repo_id, "type": r.repo_type},
+                    "isPullRequest": True, "events": [], "filesWithConflicts": [],
+                    "changes": {"base": f"refs/heads/{r.pulls[int(num)]}"}})
 
     def preupload(self, body: bytes, type: str, repo: str, rev: str) -> None:
         r = self._repo(REPO_TYPES[type], repo)
@@ -306,8 +376,13 @@ class _Handler(BaseHTTPRequestHandler):
         head = self._commit(r, rev)
         if rev not in r.branches:
             raise _Error(400, None, f"Invalid rev id: {rev} is not a branch")
-        if self.query.get("create_pr"):
-            raise _Error(501, None, "the fake hub does not open pull requests")
+        pull = None
+        if self.query.get("create_pr"):  # the commit goes onto a new refs/pr/N branch made from rev
+            with self.hub._lock:
+                pull = max(r.pulls, default=0) + 1
+                r.pulls[pull] = rev
+                rev = f"refs/pr/{pull}"
+                r.branches[rev] = head
         add, delete, message = {}, [], ""
         for line in filter(None, body.splitlines()):
             item = json.loads(line)
@@ -324,13 +399,63 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Error(422, None, f"the fake hub takes no {key} operations")
         sha = self.hub.commit(r.repo_id, add, tuple(delete), r.repo_type, rev, message)
         self._json({"success": True, "commitOid": sha, "commitMessage": message, "hookOutput": "",
-                    "commitUrl": f"{self.hub.url_of(r)}/commit/{sha}", "pullRequestUrl": None})
+                    "commitUrl": f"{self.hub.url_of(r)}/commit/{sha}",
+                    "pullRequestUrl": f"{self.hub.url_of(r)}/discussions/{pull}" if pull else None})
 
     def validate_yaml(self, body: bytes) -> None:
-        self._json({"errors": [], "warnings": []})
+        content = json.loads(body)["content"]
+        self.hub.validated.append(content)
+        errors = [{"message": m} for m in readme_metadata_errors(content)]
+        self._json({"errors": errors, "warnings": []}, 400 if errors else 200)
 
     def agent_harnesses(self, body: bytes) -> None:
         self._json({"standardEnvVars": [], "harnesses": {}})
+
+
+PIPELINE_TAGS = {"image-classification", "text-classification", "question-answering", "text-generation",
+                 "token-classification", "fill-mask", "feature-extraction", "translation", "summarization"}
+
+
+def readme_metadata_errors(content: str) -> list[str]:
+    """Some of the Hub's rules for a model card's YAML front matter: it parses to a mapping, the usual
+    fields have their types, and every model-index result has a task type, a dataset (type and name)
+    and metrics with a type and a value."""
+    import yaml
+
+    match = re.match(r"---\r?\n(.*?)\r?\n---(\r?\n|$)", content, re.DOTALL)
+    if not match:
+        return []  # no metadata is allowed (the Hub warns)
+    try:
+        meta = yaml.safe_load(match[1])
+    except yaml.YAMLError as e:
+        return [f"YAML does not parse: {e}"]
+    if not isinstance(meta, dict):
+        return ["metadata must be a YAML mapping"]
+    errors = []
+    for key in ("license", "library_name", "pipeline_tag"):
+        if key in meta and not isinstance(meta[key], str):
+            errors.append(f'"{key}" must be a string')
+    if meta.get("pipeline_tag") and meta["pipeline_tag"] not in PIPELINE_TAGS:
+        errors.append(f'"pipeline_tag" {meta["pipeline_tag"]!r} is not a known pipeline tag')
+    for key in ("base_model", "datasets", "tags", "metrics", "language"):
+        value = meta.get(key)
+        if value is not None and not (isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            errors.append(f'"{key}" must be a string or a list of strings')
+    for model in meta.get("model-index") or []:
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            errors.append('"model-index" entries need a "name"')
+            continue
+        for result in model.get("results") or []:
+            task, dataset = result.get("task") or {}, result.get("dataset") or {}
+            if not isinstance(task.get("type"), str):
+                errors.append('"model-index[].results[].task.type" is required')
+            if not (isinstance(dataset.get("type"), str) and isinstance(dataset.get("name"), str)):
+                errors.append('"model-index[].results[].dataset" needs "type" and "name"')
+            for metric in result.get("metrics") or []:
+                if not isinstance(metric.get("type"), str) or "value" not in metric:
+                    errors.append('"model-index[].results[].metrics[]" need "type" and "value"')
+    return errors
 
 
 def _tree_file(path: str, content: bytes) -> dict:

@@ -14,7 +14,7 @@ from fakehub import (
     use_hub,
 )
 
-from hfkit.hub import download, push_result_folder, select_files
+from hfkit.hub import download, select_files
 
 # ---------------------------------------------------------------------------------------------
 # select_files on real repos' listings
@@ -238,19 +238,3 @@ def test_download_without_network_fails_at_once(monkeypatch, tmp_path):
         download("hfkit/m", tmp_path / "m", repo_type="dataset")
     assert "hfkit download hfkit/m --repo-type dataset" in str(e.value)
 
-
-def test_pushed_result_folder_downloads_again(fake_hub, tmp_path):
-    """push_result_folder and download agree, through create_repo and commits on the fake Hub."""
-    result = tmp_path / "result"
-    (result / "checkpoints").mkdir(parents=True)
-    files = {"config.json": b'{"architecture": "resnet18"}', "model.safetensors": b"weights",
-             "README.md": b"# result\n", "metrics.json": b"{}"}
-    for name, content in {**files, "checkpoints/step_1.bin": b"state", "train.log": b"log"}.items():
-        (result / name).write_bytes(content)
-
-    url = push_result_folder(result, "me/result")
-    assert url.startswith(f"{fake_hub.url}/me/result/commit/")
-    assert set(fake_hub.repo("me/result").commits[fake_hub.repo("me/result").branches["main"]]) == {
-        ".gitattributes", *files}
-    assert files_in(download("me/result", tmp_path / "again")) == {
-        k: v for k, v in files.items() if k != "metrics.json"}

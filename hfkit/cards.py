@@ -1,0 +1,412 @@
+"""Model cards for result folders: Hub metadata (YAML) the Hub understands, and a card people can read.
+
+``model_card(folder, repo_id)`` reads the folder's ``config.json``, ``recipe.yaml`` and
+``all_results.json`` (the last two are optional: a folder downloaded by hand has neither) and returns
+a ``huggingface_hub.ModelCard`` whose metadata holds the library (timm or transformers), the pipeline
+tag, the base model and data set when they are Hub repos, the license, and a ``model-index`` with
+the evaluation results; its body says what the model is, how it was trained, what it scored, and how
+to load it, online and offline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+DEFAULT_LICENSE = "apache-2.0"
+
+# recipe task -> the Hub's pipeline tag
+PIPELINE_TAGS = {"image-classification": "image-classification",
+                 "text-classification": "text-classification",
+                 "question-answering": "question-answering",
+                 "causal-lm": "text-generation"}
+TASK_NAMES = {"image-classification": "Image Classification", "text-classification": "Text Classification",
+              "question-answering": "Question Answering", "text-generation": "Text Generation"}
+# transformers architecture suffix -> recipe task, for folders without recipe.yaml
+ARCHITECTURE_TASKS = (("ForSequenceClassification", "text-classification"),
+                      ("ForQuestionAnswering", "question-answering"),
+                      ("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"),
+                      ("ForImageClassification", "image-classification"))
+# all_results.json key -> (model-index metric type, name shown in the results table)
+METRICS = {"eval_accuracy": ("accuracy", "accuracy"),
+           "eval_exact_match": ("exact_match", "exact match"),
+           "eval_f1": ("f1", "F1"),
+           "eval_perplexity": ("perplexity", "perplexity"),
+           "eval_loss": ("loss", "loss")}
+PLOTS = {"training_curves.png": "Training curves (train against eval, per epoch)",
+         "confusion_matrix.png": "Confusion matrix of the best model on the evaluation set",
+         "predictions.png": "Evaluation images: prediction (true label), green when right"}
+# The first line of every generated card. `hfkit push` rewrites a README.md that starts with it and
+# uploads any other README.md as it is, so deleting the line keeps one's own edits.
+GENERATED_MARK = ("<!-- Written by `hfkit push` from recipe.yaml and all_results.json, and written again "
+                  "on every push: delete this line to keep your own edits. -->")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".txt", ".parquet", ".arrow", ".zip", ".tar", ".gz")
+MANY_LABELS = 10  # more labels than this are counted, not listed
+
+
+def is_generated(readme: str) -> bool:
+    """Whether a README.md is a card ``hfkit push`` wrote (and may write again)."""
+    return GENERATED_MARK in readme
+
+
+def model_card(folder: str | Path, repo_id: str, license: str | None = None):
+    """The card for result folder ``folder`` uploaded as ``repo_id``: a ``huggingface_hub.ModelCard``
+    whose metadata loads back equal (checked here, ValueError if not)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    info = _FolderInfo(Path(folder), repo_id)
+    data = ModelCardData(
+        library_name=info.library, pipeline_tag=info.pipeline_tag, base_model=info.base_model,
+        datasets=[info.dataset_id] if info.dataset_id else None, license=license or DEFAULT_LICENSE,
+        metrics=[m.metric_type for m in info.eval_results() if m.metric_type != "loss"] or None,
+        tags=["hfkit", info.pipeline_tag],
+        model_name=info.name, eval_results=info.eval_results() or None)
+    content = f"---\n{data.to_yaml()}\n---\n\n{GENERATED_MARK}\n\n{_body(info)}"
+    card = ModelCard(content)
+    if card.data.to_dict() != data.to_dict():  # what the Hub will read is what was meant
+        raise ValueError(f"the model card metadata does not load back as written:\n{data.to_yaml()}")
+    return card
+
+
+class _FolderInfo:
+    """What a card says about a result folder, read once from its files."""
+
+    def __init__(self, folder: Path, repo_id: str) -> None:
+        self.folder, self.repo_id, self.name = folder, repo_id, repo_id.split("/")[-1]
+        self.config = _read_json(folder / "config.json") or {}
+        self.results = _read_json(folder / "all_results.json") or {}
+        recipe = folder / "recipe.yaml"
+        self.recipe: dict[str, Any] = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
+                                       if recipe.is_file() else {})
+        self.timm = "architecture" in self.config and "architectures" not in self.config
+        self.library = "timm" if self.timm else "transformers"
+        self.task = self.recipe.get("task") or self._task_from_config()
+        self.pipeline_tag = PIPELINE_TAGS.get(self.task, self.task)
+        self.model, self.data = self.recipe.get("model") or {}, self.recipe.get("data") or {}
+        self.train, self.eval = self.recipe.get("train") or {}, self.recipe.get("eval") or {}
+        self.base_model = self._base_model()
+        self.dataset_id = _hub_id(self.data.get("path"))
+        self.dataset_name = self.dataset_id or _short_name(self.data.get("path"))
+        self.architecture = (self.config.get("architecture") if self.timm
+                             else (self.config.get("architectures") or [self.config.get("model_type")])[0])
+        self.labels = self._labels()
+
+    def _task_from_config(self) -> str:
+        if self.timm:
+            return "image-classification"
+        for arch in self.config.get("architectures") or []:
+            for suffix, task in ARCHITECTURE_TASKS:
+                if arch.endswith(suffix):
+                    return task
+        raise ValueError(f"{self.folder}: no recipe.yaml, and config.json does not say what the model does "
+                         f"(architectures: {self.config.get('architectures')})")
+
+    def _base_model(self) -> str | None:
+        """The Hub repo the training started from, only when that is sure: None for random weights,
+        local weights or folders, and timm names whose weights timm does not take from the Hub."""
+        name, pretrained = self.model.get("name"), self.model.get("pretrained")
+        if not name or pretrained is not True:
+            return None
+        if self.timm:
+            if name.startswith("hf-hub:"):
+                return _hub_id(name.removeprefix("hf-hub:"))
+            if ":" in name or "/" in name:
+                return None  # local-dir:, a folder, a file
+            import timm
+
+            cfg = timm.models.get_pretrained_cfg(name)  # None for a name timm has no weights for
+            return _hub_id(getattr(cfg, "hf_hub_id", None))
+        return _hub_id(name)
+
+    def _labels(self) -> list[str]:
+        if self.timm:
+            return [str(x) for x in self.config.get("label_names") or []]
+        id2label = self.config.get("id2label") or {}
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        return [] if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
+
+    def metric_rows(self) -> list[tuple[str, str, float]]:
+        """(all_results key, metric type, value) of the scalar evaluation metrics, in METRICS order."""
+        return [(key, metric, self.results[key]) for key, (metric, _) in METRICS.items()
+                if isinstance(self.results.get(key), (int, float))
+                and not isinstance(self.results[key], bool)]
+
+    def eval_results(self) -> list:
+        from huggingface_hub import EvalResult
+
+        rows = []
+        for key, metric, value in self.metric_rows():
+            args = None
+            if key == "eval_f1" and self.task != "question-answering":
+                args = {"average": "binary" if len(self.labels) == 2 else "macro"}
+            rows.append(EvalResult(
+                task_type=self.pipeline_tag, task_name=TASK_NAMES.get(self.pipeline_tag),
+                dataset_type=self.dataset_name or "unknown", dataset_name=self.dataset_name or "unknown",
+                dataset_config=self.data.get("config"), dataset_split=self.data.get("eval_split"),
+                metric_type=metric, metric_value=value, metric_name=self._metric_name(key), metric_args=args))
+        return rows
+
+    def _metric_name(self, key: str) -> str:
+        name = METRICS[key][1]
+        scorer = self.results.get("qa_scorer")
+        if self.task == "question-answering" and scorer and key in ("eval_exact_match", "eval_f1"):
+            return f"{name} ({_SCORERS.get(scorer, scorer)})"
+        if key == "eval_f1" and self.labels:
+            return f"{name} ({'binary' if len(self.labels) == 2 else 'macro'})"
+        return name
+
+
+_SCORERS = {"cmrc2018": "CMRC 2018", "squad": "SQuAD v1.1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The body
+
+
+def _body(info: _FolderInfo) -> str:
+    parts = [f"# {info.name}\n", _what_it_is(info)]
+    if info.recipe:
+        parts.append(_training(info))
+    if info.metric_rows():
+        parts.append(_results(info))
+    parts += [_how_to_load(info), _offline(info)]
+    return "\n".join(parts)
+
+
+def _what_it_is(info: _FolderInfo) -> str:
+    kind, does = {"image-classification": ("An image classifier", ""),
+                  "text-classification": ("A text classifier", ""),
+                  "question-answering": ("An extractive question-answering model",
+                                         " that points at the answer to a question in a given text"),
+                  "causal-lm": ("A causal language model", " that continues a text"),
+                  }.get(info.task, ("A model", ""))
+    arch = f" ({info.library} `{info.architecture}`)" if info.architecture else ""
+    text = kind + arch + does
+    if info.base_model or info.recipe:
+        text += ", " + ("trained from randomly initialised weights" if info.model.get("pretrained") is False
+                        else f"fine-tuned from {_base_markdown(info)}")
+    if info.recipe:
+        text += f" on {_data_markdown(info)}"
+    text += "."
+    if info.labels and info.task != "causal-lm":
+        shown = ", ".join(f"`{_cell(x)}`" for x in info.labels) if len(info.labels) <= MANY_LABELS else (
+            ", ".join(f"`{_cell(x)}`" for x in info.labels[:MANY_LABELS]) + ", ...")
+        text += f" It tells {len(info.labels)} classes apart: {shown}."
+    if info.recipe:
+        # not the recipe's description: it tells the registered recipe, which --set may have changed
+        text += f" Trained with hfkit, recipe `{info.recipe.get('name', 'custom')}`."
+    if info.results.get("interrupted"):
+        text += " **The training run was interrupted before its last epoch.**"
+    return text + "\n"
+
+
+def _base_markdown(info: _FolderInfo) -> str:
+    """Where the weights training started from came from: a Hub repo, a local file or folder, a name."""
+    if info.base_model:
+        return f"[{info.base_model}](https://huggingface.co/{info.base_model})"
+    pretrained = info.model.get("pretrained")
+    if isinstance(pretrained, str):
+        return f"local weights (`{_cell(_short_name(pretrained))}`)"
+    return f"`{_cell(_short_name(info.model.get('name')))}`"
+
+
+def _data_markdown(info: _FolderInfo) -> str:
+    path = info.data.get("path") or ""
+    config = f" (configuration `{info.data['config']}`)" if info.data.get("config") else ""
+    if info.dataset_id:
+        return f"[{info.dataset_id}](https://huggingface.co/datasets/{info.dataset_id}){config}"
+    if urlparse(path).scheme in ("http", "https"):
+        return f"[{info.dataset_name}]({path}){config}"
+    return f"a local data set (`{info.dataset_name}`){config}" if path else "its data"
+
+
+def _training(info: _FolderInfo) -> str:
+    t, d, r = info.train, info.data, info.results
+    rows = [("recipe", f"`{info.recipe.get('name', 'custom')}`; all settings in `recipe.yaml`")]
+    rows.append(("base model", "none (random initialisation)" if info.model.get("pretrained") is False
+                 else _base_markdown(info)))
+    rows.append(("data", _data_markdown(info)))
+    if "train_samples" in r:
+        rows.append(("examples", f"{r['train_samples']} train, {r.get('eval_samples', '?')} evaluation"))
+    if t.get("epochs") is not None:
+        best = f" (best model: epoch {r['best_epoch']})" if r.get("best_epoch") is not None else ""
+        rows.append(("epochs", f"{t['epochs']}{best}"))
+    if t.get("batch_size") is not None:
+        accumulate = t.get("gradient_accumulation_steps") or 1
+        rows.append(("batch size", f"{t['batch_size']}" + (f" × {accumulate} accumulation steps"
+                                                            if accumulate > 1 else "") + " per process"))
+    if t.get("optimizer"):
+        extra = [f"lr {t['lr']}"] if t.get("lr") is not None else []
+        if t["optimizer"] in ("sgd", "momentum") and t.get("momentum") is not None:
+            extra.append(f"momentum {t['momentum']}")
+        if t.get("weight_decay") is not None:
+            extra.append(f"weight decay {t['weight_decay']}")
+        rows.append(("optimizer", f"{t['optimizer']} ({', '.join(extra)})"))
+    if t.get("schedule"):
+        warmup = f", {t['warmup_ratio']:.0%} warmup" if t.get("warmup_ratio") else ""
+        rows.append(("schedule", f"{t['schedule']}{warmup}"))
+    if t.get("mixed_precision"):
+        precision = t["mixed_precision"]
+        rows.append(("precision", "fp32" if precision == "no" else f"{precision} autocast"))
+    if t.get("strategy") and t["strategy"] != "full":
+        rows.append(("strategy", t["strategy"]))
+    for key, label in (("label_smoothing", "label smoothing"), ("mixup", "mixup alpha"),
+                       ("cutmix", "CutMix alpha"), ("ema_decay", "EMA decay"),
+                       ("max_grad_norm", "gradient clipping (norm)")):
+        if t.get(key):
+            rows.append((label, str(t[key])))
+    for key, label in (("image_size", "image size"), ("max_length", "max length (tokens)"),
+                       ("block_size", "block size (tokens)")):
+        if d.get(key):
+            rows.append((label, str(d[key])))
+    if info.task == "question-answering":
+        length = r.get("max_length", d.get("max_length"))
+        rows.append(("windows", f"{length} tokens, stride {d.get('doc_stride')}"))
+    if info.eval.get("metric"):
+        rows.append(("best model chosen by", f"eval {info.eval['metric']}"))
+    if t.get("seed") is not None:
+        rows.append(("seed", str(t["seed"])))
+    if r.get("train_runtime") is not None:
+        rows.append(("training time", _duration(r["train_runtime"])))
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## Training\n\n| setting | value |\n|---|---|\n{table}\n"
+
+
+def _results(info: _FolderInfo) -> str:
+    where = f" ({info.results['eval_samples']} examples)" if info.results.get("eval_samples") else ""
+    rows = [f"| {info._metric_name(key)} | {_number(value)} |" for key, _, value in info.metric_rows()]
+    per_class = info.results.get("eval_per_class_accuracy")
+    if isinstance(per_class, dict) and len(per_class) <= MANY_LABELS:
+        rows += [f"| accuracy of `{_cell(name)}` | {_number(v)} |" for name, v in per_class.items()
+                 if isinstance(v, (int, float))]
+    text = (f"## Results\n\nOn the evaluation set{where}, with the best model (all numbers in "
+            "`all_results.json`):\n\n| metric | value |\n|---|---|\n" + "\n".join(rows) + "\n")
+    plots = [f"![{alt}]({name})" for name, alt in PLOTS.items() if (info.folder / name).is_file()]
+    return text + ("\n" + "\n\n".join(plots) + "\n" if plots else "")
+
+
+def _how_to_load(info: _FolderInfo) -> str:
+    repo = info.repo_id
+    if info.timm:
+        cifar = (f"\n`{info.architecture}` is defined by hfkit, not by timm: `import hfkit.models` before "
+                 "`timm.create_model` registers it.\n") if _hfkit_architecture(info.architecture) else ""
+        python = ("import timm\nimport torch\nfrom PIL import Image\n"
+                  + ("import hfkit.models  # registers the architecture with timm\n" if cifar else "")
+                  + f'\nmodel = timm.create_model("hf-hub:{repo}", pretrained=True).eval()\n'
+                  "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))\n"
+                  "with torch.no_grad():\n"
+                  '    image = transform(Image.open("image.jpg").convert("RGB")).unsqueeze(0)\n'
+                  "    probs = model(image).softmax(-1)[0]\n"
+                  'labels = model.pretrained_cfg["label_names"]\n'
+                  "print(labels[int(probs.argmax())], float(probs.max()))")
+        hfkit = f"hfkit predict --model {repo} image.jpg"
+        return ("## How to use\n\nWith [timm](https://github.com/huggingface/pytorch-image-models), "
+                "with the preprocessing of training (input size, mean/std, crop) from the model's config:\n"
+                f"{cifar}\n"
+                f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
+    if info.task == "question-answering":
+        python = ("from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n\n"
+                  f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                  f'model = AutoModelForQuestionAnswering.from_pretrained("{repo}")\n\n'
+                  "# or, with the span search, long contexts and scores done for you:\n"
+                  "from hfkit.inference import answer\n\n"
+                  f'answer("Who lives in Paris?", "Alice lives in Paris.", model="{repo}")')
+        hfkit = f'hfkit qa --model {repo} --question "..." --context "..."'
+    elif info.task == "causal-lm":
+        python = ("from transformers import pipeline\n\n"
+                  f'generator = pipeline("text-generation", model="{repo}")\n'
+                  'print(generator("Once upon a time", max_new_tokens=50)[0]["generated_text"])')
+        hfkit = f'hfkit generate --model {repo} --prompt "Once upon a time"'
+    else:
+        python = ("import torch\n"
+                  "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+                  f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                  f'model = AutoModelForSequenceClassification.from_pretrained("{repo}").eval()\n'
+                  "with torch.no_grad():\n"
+                  '    probs = model(**tokenizer(["A text to classify."], return_tensors="pt", '
+                  "truncation=True)).logits.softmax(-1)[0]\n"
+                  "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
+        hfkit = f'hfkit predict --model {repo} "A text to classify."'
+    return (f"## How to use\n\nWith [transformers](https://huggingface.co/docs/transformers):\n\n"
+            f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
+
+
+def _offline(info: _FolderInfo) -> str:
+    local = f"./models/{info.name}"
+    use = {"image-classification": "predict --model {} image.jpg",
+           "text-classification": 'predict --model {} "A text to classify."',
+           "question-answering": 'qa --model {} --question "..." --context "..."',
+           "causal-lm": 'generate --model {} --prompt "Once upon a time"'}.get(info.task,
+                                                                               "predict --model {}")
+    python = (f'timm.create_model("local-dir:{local}", pretrained=True)' if info.timm
+              else f'from_pretrained("{local}")')
+    return (f"## Offline use\n\nFetch the model once, on a machine with internet (only the files loading "
+            f"needs), and copy the folder where it is used:\n\n```bash\n"
+            f"hfkit download {info.repo_id} --to {local}\n"
+            f"HF_HUB_OFFLINE=1 hfkit {use.format(local)}\n```\n\n"
+            f"In Python, load the folder the same way: `{python}`. "
+            f"Without hfkit: `hf download {info.repo_id} --local-dir {local}`.\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _hub_id(name: Any) -> str | None:
+    """``name`` if it is an ``org/name`` Hub repo id rather than a URL, a file or a local folder."""
+    if not isinstance(name, str) or not HUB_ID.fullmatch(name) or name.lower().endswith(FILE_SUFFIXES):
+        return None
+    if name.startswith(".") or Path(name).expanduser().exists():
+        return None
+    return name
+
+
+def _short_name(path: Any) -> str | None:
+    """A data or model source without the local part of its path: a Hub id, or a folder/zip's own name."""
+    if not isinstance(path, str) or not path:
+        return None
+    if _hub_id(path):
+        return path
+    name = urlparse(path).path if urlparse(path).scheme in ("http", "https") else path
+    name = Path(name.rstrip("/")).name
+    for suffix in (".zip", ".tar.gz", ".tgz", ".tar"):
+        name = name.removesuffix(suffix)
+    return name or path
+
+
+def _hfkit_architecture(name: str | None) -> bool:
+    """Whether ``name`` is an architecture hfkit.models registers with timm (resnet18_cifar), which
+    timm alone cannot build."""
+    import timm
+
+    import hfkit.models  # noqa: F401  (registers its architectures)
+
+    return bool(name) and timm.is_model(name) and (
+        timm.models.model_entrypoint(name).__module__.startswith("hfkit"))
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _number(value: float) -> str:
+    """4 decimals for a share (accuracy 0.9542), 2 for larger numbers (EM 66.53, perplexity 21.07)."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
