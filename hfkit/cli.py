@@ -1,4 +1,4 @@
-"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download."""
+"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, demo."""
 
 from __future__ import annotations
 
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", metavar="DIR",
                    help="write exactly what would be uploaded (with the card) into DIR; contact no server")
     p.set_defaults(func=push_command)
+    from hfkit.demo import add_demo_parser  # light: gradio loads only when a demo starts
+
+    add_demo_parser(sub)
     return parser
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,26 +81,91 @@ def generate(name_or_path: str, prompt: str, max_new_tokens: int = 50, temperatu
              seed: int | None = None, stream: bool = False, device: str | None = None) -> str:
     """Continue ``prompt`` with a causal LM. ``temperature=0`` is greedy; a seed makes sampling repeat.
 
-    With ``stream`` the text is printed token by token as it is produced.
+    With ``stream`` the text is printed token by token as it is produced. A prompt that leaves no
+    room for ``max_new_tokens`` in the model's context is a ``ValueError``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+    from transformers import TextStreamer
+
+    model, tokenizer, options = _generation_setup(name_or_path, prompt, max_new_tokens, temperature, top_k,
+                                                  top_p, repetition_penalty, seed, device)
+    with torch.inference_mode():
+        out = model.generate(**options, streamer=TextStreamer(tokenizer) if stream else None)
+    return tokenizer.decode(out[0], skip_special_tokens=True)
+
+
+def generate_stream(name_or_path: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
+                    top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+                    seed: int | None = None, device: str | None = None) -> Iterator[str]:
+    """:func:`generate`, yielding the growing text (prompt and continuation so far) as tokens arrive.
+
+    The last text yielded is what :func:`generate` returns for the same arguments. The model is
+    loaded once per ``name_or_path`` and kept; generation runs in a thread while this yields.
+    """
+    from transformers import TextIteratorStreamer
+
+    model, tokenizer, options = _generation_setup(name_or_path, prompt, max_new_tokens, temperature, top_k,
+                                                  top_p, repetition_penalty, seed, device)
+    streamer = TextIteratorStreamer(tokenizer, skip_special_tokens=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**options, streamer=streamer)
+        except BaseException as e:  # re-raised in the caller's thread below
+            failed.append(e)
+            streamer.end()  # unblocks the loop below
+
+    thread = threading.Thread(target=run, name="hfkit-generate", daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        if piece:
+            text += piece
+            yield text
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, temperature: float,
+                      top_k: int | None, top_p: float | None, repetition_penalty: float, seed: int | None,
+                      device: str | None):
+    """(model, tokenizer, keyword arguments of ``model.generate``) for one prompt, checked."""
+    from transformers import set_seed
 
     if not prompt:
         raise ValueError("the prompt is empty")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path).to(device).eval()
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    model, tokenizer = _load_causal_lm(name_or_path, device)
+    enc = tokenizer(prompt, return_tensors="pt").to(model.device)
+    n = enc["input_ids"].shape[1]
+    if getattr(model.config, "max_position_embeddings", None):
+        limit = position_limit(model.config)
+        if n + max_new_tokens > limit:
+            room = f"at most {limit - n} new tokens" if n < limit else "no new tokens"
+            raise ValueError(f"the prompt is too long: it is {n} tokens and this model reads at most {limit} "
+                             f"(prompt and new tokens together), which leaves room for {room}. "
+                             "Shorten the prompt or ask for fewer new tokens.")
     if seed is not None:
         set_seed(seed)
     sampling = temperature > 0
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p) if sampling else {}
-    enc = tokenizer(prompt, return_tensors="pt").to(device)
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sampling,
-                             repetition_penalty=repetition_penalty,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                             streamer=TextStreamer(tokenizer) if stream else None, **options)
-    return tokenizer.decode(out[0], skip_special_tokens=True)
+    options.update(enc, max_new_tokens=max_new_tokens, do_sample=sampling,
+                   repetition_penalty=repetition_penalty,
+                   pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return model, tokenizer, options
+
+
+@functools.lru_cache(maxsize=2)
+def _load_causal_lm(name_or_path: str, device: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path).to(device).eval()
+    return model, tokenizer
 
 
 # -- extractive question answering ---------------------------------------------------------------

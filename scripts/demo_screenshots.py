@@ -1,0 +1,217 @@
+"""Screenshots of the four web demos for README.md: docs/screenshots/<demo>.png.
+
+Trains tiny models on the test suite's synthetic data (seconds each, on a CPU), serves each demo
+on a free local port, fills in an example in headless Chromium (Debian's ``chromium`` package with
+Playwright's Python package), and saves the page as a small palette PNG.
+
+    apt-get install -y chromium fonts-wqy-microhei     # the browser, and a font with Chinese glyphs
+    pip install -e ".[dev]"                            # Playwright comes with the dev extra
+    python scripts/demo_screenshots.py                 # writes docs/screenshots/*.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the synthetic data and tiny models of the test suite
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+QA_QUESTION = "谁是人工智能之父？"
+QA_CONTEXT = "人工智能之父是谁？答案是艾伦图灵。他被誉为计算机科学的奠基人。"  # the toy set's pattern
+REVIEW = "the film was wonderful and the actors were brilliant"
+PROMPT = "the quick brown"
+
+
+def train_image(root: Path) -> Path:
+    from conftest import write_image_folder
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = write_image_folder(root / "images", {"train": 12, "val": 6})
+    finetune(load_recipe("hymenoptera", [
+        f"data.path={data}", "model.pretrained=false", "model.name=resnet18", "data.image_size=32",
+        "data.num_workers=0", "train.batch_size=4", "train.epochs=2", "train.mixed_precision=no"],
+        output_dir=str(root / "ants")))
+    return root / "ants"
+
+
+def train_qa(root: Path) -> Path:
+    from conftest import toy_chinese_qa, write_chinese_qa_model
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = root / "cmrc"
+    data.mkdir()
+    for split, n, seed in (("train", 400, 0), ("dev", 40, 1)):
+        (data / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False),
+                                                encoding="utf-8")
+    model = write_chinese_qa_model(root / "qa-untrained", "bin")
+    finetune(load_recipe("cmrc2018", [
+        f"data.path={data}", f"model.name={model}", "train.epochs=10", "train.lr=2e-3", "data.max_length=64",
+        "data.doc_stride=16", "train.mixed_precision=no", "train.warmup_ratio=0"],
+        output_dir=str(root / "cmrc2018")))
+    return root / "cmrc2018"
+
+
+def train_sentiment(root: Path) -> Path:
+    import datasets
+    from conftest import NEGATIVE, POSITIVE, _wordpiece_tokenizer, toy_reviews
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    base = root / "bert"
+    tokenizer = _wordpiece_tokenizer([t for t, _ in toy_reviews(200)] + POSITIVE + NEGATIVE)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    (root / "imdb" / "plain_text").mkdir(parents=True)
+    features = datasets.Features(text=datasets.Value("string"),
+                                 label=datasets.ClassLabel(names=["negative", "positive"]))
+    for split, n, seed in (("train", 160, 0), ("test", 60, 1)):
+        rows = toy_reviews(n, seed)
+        datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
+                                   features=features).to_parquet(
+            str(root / "imdb" / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    finetune(load_recipe("imdb", [
+        f"data.path={root / 'imdb'}", f"model.name={base}", "data.max_length=64", "train.epochs=8",
+        "train.lr=3e-3", "train.batch_size=16", "train.warmup_ratio=0", "train.mixed_precision=no"],
+        output_dir=str(root / "sentiment")))
+    return root / "sentiment"
+
+
+def train_generation(root: Path) -> Path:
+    from conftest import REPETITIVE
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    base = root / "gpt2"
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([REPETITIVE] * 10 + ["once upon a time there was a story"],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    end = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=end, bos_token=end, unk_token=end,
+                                        model_max_length=64)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join([REPETITIVE] * 120))
+    finetune(load_recipe("gpt2", [
+        f"data.path={corpus}", "data.config=null", f"model.name={base}", "data.block_size=32",
+        "train.epochs=10", "train.lr=3e-3", "train.batch_size=8", "train.mixed_precision=no"],
+        output_dir=str(root / "generation")))
+    return root / "generation"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill_image(page) -> None:
+    page.locator(".gallery-item").nth(1).click()  # the bee drawing
+    page.wait_for_selector("#image img[src*='file=']")
+    page.click("#run")
+    page.wait_for_selector("#labels [data-testid=label-output-value]")
+
+
+def fill_qa(page) -> None:
+    page.fill("#question textarea", QA_QUESTION)
+    page.fill("#context textarea", QA_CONTEXT)
+    page.click("#run")
+    page.wait_for_selector("#highlighted .highlighted")
+
+
+def fill_sentiment(page) -> None:
+    page.fill("#text textarea", REVIEW)
+    page.click("#run")
+    page.wait_for_selector("#labels [data-testid=label-output-value]")
+
+
+def fill_generation(page) -> None:
+    page.fill("#prompt textarea", PROMPT)
+    for elem_id, value in (("temperature", 0), ("max-new-tokens", 24)):
+        box = page.locator(f"#{elem_id} input[type=number]")
+        box.fill(str(value))
+        box.press("Enter")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#output textarea').value.length > 40")
+    page.wait_for_timeout(1000)  # the end of the stream
+
+
+DEMOS = {"image": (train_image, fill_image), "qa": (train_qa, fill_qa),
+         "sentiment": (train_sentiment, fill_sentiment), "generation": (train_generation, fill_generation)}
+
+
+def save_small_png(raw: bytes, path: Path) -> None:
+    """A 256-colour palette PNG: screenshots of flat UI stay sharp and a few tens of KB."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(raw)) as img:
+        img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    parser.add_argument("--only", choices=sorted(DEMOS), action="append", help="these demos only")
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from hfkit import demo as demos
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hfkit-screens-") as tmp, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        for name in args.only or DEMOS:
+            train, fill = DEMOS[name]
+            run = train(Path(tmp))
+            blocks = demos.build_demo(str(run), name, examples=demos.SHIPPED_EXAMPLES)
+            _, url, _ = demos.launch(blocks, port=_free_port(), block=False)
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 640})
+                page.set_default_timeout(60_000)
+                page.goto(url)
+                page.wait_for_selector("#run")
+                fill(page)
+                target = args.out / f"{name}.png"
+                save_small_png(page.screenshot(full_page=True), target)
+                print(f"{target.relative_to(REPO) if target.is_relative_to(REPO) else target}: "
+                      f"{target.stat().st_size // 1024} KB")
+                page.close()
+            finally:
+                blocks.close()
+        browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""hfkit image classifier (Gradio). Run `MODEL=runs/ants python spaces/image-classifier/app.py`,
+then open http://127.0.0.1:7860.
+
+MODEL is a timm image classifier (a folder or a Hub id).
+The page is built by hfkit.demo, which calls hfkit's inference functions.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    try:
+        from hfkit.demo import run_app
+    except ImportError:  # a repository checkout that is not installed: use the hfkit/ beside spaces/
+        sys.path.insert(0, str(HERE.parents[1]))
+        from hfkit.demo import run_app
+    return run_app("image", examples=HERE / "examples")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
