@@ -1,0 +1,522 @@
+"""CIFAR-10: the course's per-image torchvision pipeline and training loop against the hfkit recipe.
+
+    python scripts/benchmarks/cifar10.py --data ../shared/data/cifar10          # parts (a) and (b)
+    python scripts/benchmarks/cifar10.py --images 10000 --train-images 2560     # quicker
+    python scripts/benchmarks/cifar10.py --full --device cuda                   # + (c), on a GPU
+
+The data is the Hub parquet layout (``plain_text/{train,test}-00000-of-00001.parquet``); both
+sides use the same seeded subset of the training images (hfkit's ``data.max_train_samples``).
+Prints the machine facts, then one Markdown table per part. Each row also shows "other CPU":
+the share of the machine's CPU time other processes used while it ran (from /proc/stat); on a
+shared machine, rerun rows where it is more than a few percent.
+
+(a) Input pipeline alone, images/s over one pass of ``--images`` training images (default all
+    50,000), each side producing normalised float batches [128, 3, 32, 32] that are consumed
+    (summed) on ``--device``:
+    - course: ``Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), RandomRotation(10),
+      ColorJitter(0.2, 0.2, 0.2), ToTensor(), Normalize(mean, std)])`` per PIL image,
+      ``DataLoader(batch_size=128, shuffle=True, num_workers=2)`` (worker start-up included, as
+      in every epoch of the course). To time the transforms and not PNG decoding, the images
+      are decoded to PIL once up front (not timed) and held in a list: this favours the course,
+      whose torchvision/HF dataset decodes every image in every epoch;
+    - hfkit: ``decode_all`` once (timed separately, not in the pass), then ``TensorImages`` +
+      ``make_tensor_loader(ds, 128, True, seed)`` and ``BatchAugment`` per batch on the device:
+      crop with 4 px (reflect) padding, flip, brightness/contrast jitter 0.2 (the recipe's own
+      ``color_jitter`` is 0). It does no rotation and no saturation jitter, so it does less
+      work than the course's Compose; the table measures the pipelines as each side uses them.
+      (The first batch's mean differs: the course pads and rotates with black, hfkit reflects.)
+    Both one-off decodes are printed: on a 2-core machine ``decode_all``'s thread pool is
+    slower than the course's serial PIL loop (tiny PNGs, the GIL), which is outside the pass.
+    Target: hfkit >= 10x the course's images/s.
+
+(b) Training images/s, the same architecture on both sides: ResNet-18 for 32x32 (BasicBlock
+    [2, 2, 2, 2], 3x3 stride-1 stem, no max-pool). The course side uses a hand-written
+    (kuangliu-style) ResNet18; hfkit's ``timm.create_model("resnet18_cifar")`` is checked to
+    have the same parameter shapes and count (both printed); ``--course-model timm`` runs the
+    course loop on timm's module instead (in fp32 it is a few percent faster per step here).
+    - course loop: fp32, SGD(lr 0.1, momentum 0.9, wd 5e-4), cross-entropy, batch 128, the
+      per-image pipeline of (a) with 2 workers, plain ``for x, y in loader`` on
+      ``--train-images`` images (default 5,120); the first 5 batches are warm-up, not timed;
+    - hfkit: ``finetune(load_recipe("cifar10", ...))`` with ``data.max_train_samples`` =
+      ``--train-images``, ``data.max_eval_samples=1000``, ``train.epochs=1`` and
+      ``train.batch_size`` 128 (and the recipe's own 512, see ``--hfkit-batches``);
+      ``train_samples_per_second`` of the returned metrics, timed over the whole training loop
+      (first batches included, so no warm-up is skipped on this side): bf16 autocast,
+      channels-last and in-memory device augmentation (crop + flip).
+    Target: hfkit >= 1.5x the course loop's images/s.
+
+(c) Only with ``--full`` (meant for a GPU): the whole recipe, ``finetune(load_recipe("cifar10",
+    ["data.path=<data>", *--set]))``; prints the device name, date, wall time, seconds per
+    epoch and the final (and best) test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import io
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[2]
+BATCH = 128
+WARMUP_BATCHES = 5
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def recipe_for(data: Path, overrides: list[str], output_dir: str | None = None):
+    from hfkit.recipes import load_recipe
+
+    return load_recipe("cifar10", [f"data.path={data}", *overrides], output_dir=output_dir)
+
+
+def train_split(data: Path, n: int, seed: int):
+    """The seeded subset of ``n`` training images the recipe itself would use."""
+    from hfkit.data.images import load_image_splits
+
+    recipe = recipe_for(data, [f"data.max_train_samples={n}", "data.max_eval_samples=1",
+                               f"train.seed={seed}"])
+    return recipe, load_image_splits(recipe.data, seed)
+
+
+def decode_pil(ds, image_col: str) -> list[PIL.Image.Image]:
+    """Every image as a loaded RGB PIL image (what a course's dataset hands its transforms)."""
+    import datasets
+
+    entries = ds.cast_column(image_col, datasets.Image(decode=False))[image_col]
+    return [PIL.Image.open(io.BytesIO(e["bytes"])).convert("RGB") for e in entries]
+
+
+def course_transform():
+    from torchvision import transforms
+
+    from hfkit.models import CIFAR_MEAN, CIFAR_STD
+
+    return transforms.Compose([
+        transforms.RandomCrop(32, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomRotation(10),
+        transforms.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        transforms.ToTensor(),
+        transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ])
+
+
+class PILImages(torch.utils.data.Dataset):
+    """Pre-decoded PIL images and labels, transformed per item (the course's Dataset)."""
+
+    def __init__(self, images: list[PIL.Image.Image], labels: list[int], transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def course_loader(images, labels, seed: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(PILImages(images, labels, course_transform()), batch_size=BATCH,
+                                       shuffle=True, num_workers=2,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds busy on the whole machine, CPU seconds of this process and its reaped children)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    mine = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for k in ("ru_utime", "ru_stime"))
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # all but idle and iowait (guest is inside user)
+    return busy / os.sysconf("SC_CLK_TCK"), mine
+
+
+def measured(fn, *args) -> dict:
+    """``fn(*args)`` (a result row), plus ``other_cpu``: the share of the machine's CPU time that
+    other processes used meanwhile (a shared machine's noise; a few percent is quiet)."""
+    before, start = _cpu_seconds(), time.perf_counter()
+    row = fn(*args)
+    after, wall = _cpu_seconds(), time.perf_counter() - start
+    row["other_cpu"] = None
+    if before is not None and after is not None:
+        other = (after[0] - before[0]) - (after[1] - before[1])
+        row["other_cpu"] = max(other, 0.0) / (wall * (os.cpu_count() or 1))
+    return row
+
+
+def other_cpu(row: dict) -> str:
+    return "n/a" if row.get("other_cpu") is None else f"{100 * row['other_cpu']:.0f}%"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_batch(x: torch.Tensor, checked: list) -> None:
+    if not checked:
+        if x.shape != (BATCH, 3, 32, 32) or x.dtype != torch.float32:
+            raise AssertionError(f"expected float32 [{BATCH}, 3, 32, 32], got {x.dtype} {list(x.shape)}")
+        checked.append((float(x.mean()), float(x.std())))
+
+
+# -- (a) input pipeline -------------------------------------------------------------------------
+
+def pipeline_course(images, labels, device: torch.device, seed: int) -> dict:
+    loader = course_loader(images, labels, seed)
+    total, n, checked = torch.zeros((), device=device), 0, []
+    sync(device)
+    start = time.perf_counter()
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        check_batch(x, checked)
+        total += x.sum()
+        n += len(y)
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "checksum": float(total),
+            "first_batch_mean_std": checked[0]}
+
+
+def pipeline_hfkit(recipe, splits, device: torch.device, seed: int) -> dict:
+    import timm
+
+    import hfkit.models  # noqa: F401  (registers resnet18_cifar with timm)
+    from hfkit.data.tensor_images import TensorImages, batch_augment, decode_all, make_tensor_loader
+
+    start = time.perf_counter()
+    images = decode_all(splits.train, splits.image_column, desc="decode_all")
+    decode_seconds = time.perf_counter() - start
+    ds = TensorImages(images, list(splits.train[splits.label_column]), seed)
+    loader = make_tensor_loader(ds, BATCH, True, seed)
+    # the recipe's BatchAugment (mean/std from the model, crop 4 px, flip 0.5) with jitter 0.2
+    model = timm.create_model("resnet18_cifar", num_classes=10)
+    augment = batch_augment(model, dataclasses.replace(recipe.data, color_jitter=0.2), channels_last=False)
+    total, n, checked = torch.zeros((), device=device), 0, []
+    sync(device)
+    start = time.perf_counter()
+    for batch_images, y, batch_seed in loader:
+        x = augment(batch_images.to(device, non_blocking=True), batch_seed, train=True)
+        check_batch(x, checked)
+        total += x.sum()
+        n += len(y)
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"images": n, "seconds": seconds, "images_per_s": n / seconds, "checksum": float(total),
+            "first_batch_mean_std": checked[0], "decode_seconds": decode_seconds,
+            "augment": {k: getattr(augment, k) for k in ("pad", "hflip", "jitter", "erase")}}
+
+
+def part_a(args, device: torch.device) -> dict:
+    recipe, splits = train_split(args.data, args.images, args.seed)
+    start = time.perf_counter()
+    pil = decode_pil(splits.train, splits.image_column)
+    pil_seconds = time.perf_counter() - start
+    labels = list(splits.train[splits.label_column])
+    rows = {"course": measured(pipeline_course, pil, labels, device, args.seed)}
+    rows["course"]["decode_seconds"] = pil_seconds
+    del pil
+    rows["hfkit"] = measured(pipeline_hfkit, recipe, splits, device, args.seed)
+    return rows
+
+
+def print_a(rows: dict, device: torch.device) -> None:
+    c, h = rows["course"], rows["hfkit"]
+    ratio = h["images_per_s"] / c["images_per_s"]
+    print(f"\n### (a) Input pipeline alone: one pass over {c['images']:,} training images, "
+          f"float batches [{BATCH}, 3, 32, 32] on {device}\n")
+    print("| pipeline | images | seconds | images/s | vs course | decode once (not in pass) | other CPU |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    print(f"| course: per-image torchvision Compose, DataLoader 2 workers | {c['images']:,} | "
+          f"{c['seconds']:.1f} | {c['images_per_s']:,.0f} | 1.00x | "
+          f"PIL, 1 thread: {c['decode_seconds']:.1f} s | {other_cpu(c)} |")
+    print(f"| hfkit: TensorImages + make_tensor_loader + BatchAugment on {device} | {h['images']:,} | "
+          f"{h['seconds']:.1f} | {h['images_per_s']:,.0f} | {ratio:.2f}x | "
+          f"decode_all: {h['decode_seconds']:.1f} s ({h['images'] / h['decode_seconds']:,.0f} images/s) | "
+          f"{other_cpu(h)} |")
+    print(f"\nhfkit / course: {ratio:.1f}x (target >= 10x: {'met' if ratio >= 10 else 'MISSED'}). "
+          f"First-batch mean/std: course {c['first_batch_mean_std'][0]:+.3f}/"
+          f"{c['first_batch_mean_std'][1]:.3f}, hfkit {h['first_batch_mean_std'][0]:+.3f}/"
+          f"{h['first_batch_mean_std'][1]:.3f}; hfkit augmentation {h['augment']}.")
+
+
+# -- (b) training -------------------------------------------------------------------------------
+
+class BasicBlock(nn.Module):
+    """kuangliu/pytorch-cifar's BasicBlock."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """kuangliu/pytorch-cifar's ResNet18: 3x3 stride-1 stem, no max-pool, [2, 2, 2, 2] blocks."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, 2, 1)
+        self.layer2 = self._make_layer(128, 2, 2)
+        self.layer3 = self._make_layer(256, 2, 2)
+        self.layer4 = self._make_layer(512, 2, 2)
+        self.linear = nn.Linear(512, num_classes)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for s in [stride] + [1] * (blocks - 1):
+            layers.append(BasicBlock(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.avg_pool2d(out, 4).flatten(1)
+        return self.linear(out)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_same_architecture() -> tuple[int, int]:
+    """Parameter counts of the hand-written ResNet18 and timm's resnet18_cifar; shapes must match."""
+    import timm
+
+    import hfkit.models  # noqa: F401  (registers resnet18_cifar with timm)
+
+    course, ours = ResNet18(10), timm.create_model("resnet18_cifar", num_classes=10)
+    shapes = [sorted(tuple(p.shape) for p in m.parameters()) for m in (course, ours)]
+    if shapes[0] != shapes[1]:
+        raise AssertionError("resnet18_cifar and the hand-written ResNet18 differ in parameter shapes")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        if course.eval()(x).shape != ours.eval()(x).shape:
+            raise AssertionError("output shapes differ")
+    return count_params(course), count_params(ours)
+
+
+def train_course(args, device: torch.device) -> dict:
+    """The course's loop: fp32, SGD, per-image transforms in 2 workers; first batches untimed."""
+    _, splits = train_split(args.data, args.train_images, args.seed)
+    images = decode_pil(splits.train, splits.image_column)
+    labels = list(splits.train[splits.label_column])
+    loader = course_loader(images, labels, args.seed)
+    torch.manual_seed(args.seed)
+    if args.course_model == "timm":
+        import timm
+
+        import hfkit.models  # noqa: F401  (registers resnet18_cifar with timm)
+        model = timm.create_model("resnet18_cifar", num_classes=10).to(device)
+    else:
+        model = ResNet18(10).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    running_loss, timed, start = 0.0, 0, time.perf_counter()
+    for i, (inputs, targets) in enumerate(loader):
+        if i == WARMUP_BATCHES:
+            sync(device)
+            timed, start = 0, time.perf_counter()
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        outputs = model(inputs)
+        loss = criterion(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss.item()
+        timed += len(targets)
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"images": len(images), "timed_images": timed, "seconds": seconds,
+            "images_per_s": timed / seconds, "batch": BATCH, "params": count_params(model),
+            "model": args.course_model}
+
+
+def train_hfkit(args, batch_size: int) -> dict:
+    from hfkit.finetune import finetune
+
+    overrides = [f"data.max_train_samples={args.train_images}", "data.max_eval_samples=1000",
+                 "train.epochs=1", f"train.batch_size={batch_size}", f"train.seed={args.seed}"]
+    with tempfile.TemporaryDirectory(prefix="cifar10-bench-") as tmp:
+        recipe = recipe_for(args.data, overrides, output_dir=str(Path(tmp) / "run"))
+        start = time.perf_counter()
+        results = finetune(recipe)
+        wall = time.perf_counter() - start
+    return {"images": results["train_samples"], "timed_images": results["train_samples"],
+            "seconds": results["train_runtime"], "images_per_s": results["train_samples_per_second"],
+            "batch": batch_size, "wall": wall, "precision": recipe.train.mixed_precision,
+            "channels_last": recipe.model.channels_last}
+
+
+def part_b(args, device: torch.device) -> dict:
+    rows = {"course loop": measured(train_course, args, device)}
+    for b in args.hfkit_batches:
+        rows[f"hfkit recipe, batch {b}"] = measured(train_hfkit, args, b)
+    return rows
+
+
+def print_b(rows: dict, params: tuple[int, int], device: torch.device) -> None:
+    course = rows["course loop"]
+    print(f"\n### (b) Training images/s, ResNet-18 (CIFAR stem), {course['images']:,} training images, "
+          f"1 epoch, {device}\n")
+    print(f"Parameters: hand-written kuangliu ResNet18 {params[0]:,}, timm resnet18_cifar {params[1]:,} "
+          f"({'same' if params[0] == params[1] else 'DIFFERENT'}; parameter shapes identical).\n")
+    print("| loop | batch | precision | images timed | train s | images/s | vs course | other CPU |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        if name == "course loop":
+            what = f"fp32, NCHW, per-image PIL transforms (2 workers), {r['model']} model"
+            timed = f"{r['timed_images']:,} (first {WARMUP_BATCHES} batches skipped)"
+        else:
+            what = (f"{r['precision']} autocast{', channels-last' if r['channels_last'] else ''}, "
+                    "in-memory device augmentation")
+            timed = f"{r['timed_images']:,} (all batches)"
+        ratio = r["images_per_s"] / course["images_per_s"]
+        print(f"| {name} | {r['batch']} | {what} | {timed} | {r['seconds']:.1f} | "
+              f"{r['images_per_s']:,.1f} | {ratio:.2f}x | {other_cpu(r)} |")
+    print()
+    for name, r in rows.items():
+        if name != "course loop":
+            ratio = r["images_per_s"] / course["images_per_s"]
+            verdict = "met" if ratio >= 1.5 else "MISSED"
+            print(f"{name} / course loop: {ratio:.2f}x (target >= 1.5x: {verdict})")
+
+
+# -- (c) the whole recipe -----------------------------------------------------------------------
+
+def part_c(args) -> dict:
+    from hfkit.finetune import finetune
+
+    with tempfile.TemporaryDirectory(prefix="cifar10-full-") as tmp:
+        out = Path(tmp) / "run"
+        recipe = recipe_for(args.data, args.overrides, output_dir=str(out))
+        start = time.perf_counter()
+        results = finetune(recipe)
+        wall = time.perf_counter() - start
+        last = sorted((out / "checkpoints").glob("step-*"))[-1]
+        history = json.loads((last / "trainer_state.json").read_text())["history"]
+    epoch_seconds = [h["epoch_seconds"] for h in history]
+    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
+            or "cpu", "date": datetime.datetime.now().isoformat(timespec="minutes"),
+            "overrides": args.overrides, "epochs": len(history), "wall": wall,
+            "epoch_seconds": epoch_seconds,
+            "final_accuracy": history[-1].get("eval_accuracy") if history else None,
+            "best_accuracy": results.get("eval_accuracy"),
+            "train_samples_per_second": results["train_samples_per_second"]}
+
+
+def print_c(r: dict) -> None:
+    mean = sum(r["epoch_seconds"]) / max(len(r["epoch_seconds"]), 1)
+    steady = r["epoch_seconds"][1:] or r["epoch_seconds"]
+    print(f"\n### (c) Whole cifar10 recipe on {r['device']}, {r['date']}, "
+          f"overrides {r['overrides'] or 'none'}\n")
+    print("| device | epochs | wall s | s/epoch (mean) | s/epoch (2nd+) | train images/s | "
+          "final test acc | best test acc | other CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    final = f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-"
+    best = f"{r['best_accuracy']:.4f}" if r["best_accuracy"] is not None else "-"
+    print(f"| {r['device']} | {r['epochs']} | {r['wall']:.1f} | {mean:.2f} | "
+          f"{sum(steady) / len(steady):.2f} | {r['train_samples_per_second']:,.0f} | {final} | {best} | "
+          f"{other_cpu(r)} |")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def machine_facts(device: torch.device, load_at_start: str) -> None:
+    import torchvision
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print("\n## CIFAR-10 benchmark: course pipeline and loop vs hfkit\n")
+    print(f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"- CPU: {cpu}, {os.cpu_count()} logical CPUs "
+          f"({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} usable), "
+          f"load average (1, 5, 15 min) {load_at_start} at start, {load_average()} at end")
+    print(f"- torch {torch.__version__}, torchvision {torchvision.__version__}, "
+          f"{torch.get_num_threads()} intra-op threads, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/cifar10")
+    parser.add_argument("--images", type=int, default=50_000, help="training images in part (a)")
+    parser.add_argument("--train-images", type=int, default=5_120, help="training images in part (b)")
+    parser.add_argument("--hfkit-batches", type=lambda s: [int(b) for b in s.split(",") if b],
+                        default=[128, 512], help="hfkit rows of part (b), e.g. 128 or 128,512")
+    parser.add_argument("--parts", default="ab", help="which of parts a and b to run (default: ab)")
+    parser.add_argument("--full", action="store_true", help="also (c): the whole recipe (for a GPU)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="extra recipe overrides for (c), e.g. --set train.compile=true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="device of the batch augmentation (a) and of the course loop (b)")
+    parser.add_argument("--course-model", choices=["kuangliu", "timm"], default="kuangliu",
+                        help="model of the course loop in (b): the hand-written ResNet18, or timm's "
+                        "resnet18_cifar (same architecture) to leave out module-implementation differences")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = torch.device(args.device)
+    load_at_start = load_average()
+    results: dict = {}
+    if "a" in args.parts:
+        results["a"] = part_a(args, device)
+    if "b" in args.parts:
+        results["params"] = check_same_architecture()
+        results["b"] = part_b(args, device)
+    if args.full:
+        results["c"] = measured(part_c, args)
+    machine_facts(device, load_at_start)
+    if "a" in results:
+        print_a(results["a"], device)
+    if "b" in results:
+        print_b(results["b"], results["params"], device)
+    if "c" in results:
+        print_c(results["c"])
+    print("\n" + json.dumps(results, default=str))
+
+
+if __name__ == "__main__":
+    main()
