@@ -9,8 +9,6 @@ The same code does evaluation and ``hfkit predict``, so serving sees exactly wha
 from __future__ import annotations
 
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import datasets
@@ -26,7 +24,7 @@ IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
 
 def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
                desc: str = "Decoding") -> torch.Tensor:
-    """Every image of ``ds`` as one uint8 tensor [N, 3, H, W] (RGB), decoded in threads.
+    """Every image of ``ds`` as one uint8 tensor [N, 3, H, W] (RGB).
 
     Images must share one size, or ``size`` resizes each to ``size`` x ``size`` (bilinear).
     """
@@ -40,9 +38,9 @@ def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
                 img = img.resize((size, size), PIL.Image.BILINEAR)
             return np.asarray(img)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        arrays = list(tqdm(pool.map(load, entries, chunksize=256), total=len(entries), desc=desc,
-                           unit="img", leave=False))
+    # one thread: small images decode in microseconds, and threads only fight over the GIL
+    # (measured: 50,000 CIFAR PNGs in ~4 s serially, ~9 s in a 2-thread pool)
+    arrays = [load(entry) for entry in tqdm(entries, desc=desc, unit="img", leave=False)]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images of different sizes {sorted(shapes)[:4]}: set data.image_size to "
