@@ -12,7 +12,6 @@ Playwright's Python package), and saves the page as a small palette PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -32,30 +31,23 @@ PROMPT = "the quick brown"
 
 
 def train_image(root: Path) -> Path:
-    from conftest import write_image_folder
+    from conftest import tiny_image_overrides, write_image_folder
 
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
 
     data = write_image_folder(root / "images", {"train": 12, "val": 6})
-    finetune(load_recipe("hymenoptera", [
-        f"data.path={data}", "model.pretrained=false", "model.name=resnet18", "data.image_size=32",
-        "data.num_workers=0", "train.batch_size=4", "train.epochs=2", "train.mixed_precision=no"],
-        output_dir=str(root / "ants")))
+    finetune(load_recipe("hymenoptera", tiny_image_overrides(data), output_dir=str(root / "ants")))
     return root / "ants"
 
 
 def train_qa(root: Path) -> Path:
-    from conftest import toy_chinese_qa, write_chinese_qa_model
+    from conftest import write_chinese_qa_model, write_toy_cmrc
 
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
 
-    data = root / "cmrc"
-    data.mkdir()
-    for split, n, seed in (("train", 400, 0), ("dev", 40, 1)):
-        (data / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False),
-                                                encoding="utf-8")
+    data = write_toy_cmrc(root / "cmrc", train=400, dev=40)
     model = write_chinese_qa_model(root / "qa-untrained", "bin")
     finetune(load_recipe("cmrc2018", [
         f"data.path={data}", f"model.name={model}", "train.epochs=10", "train.lr=2e-3", "data.max_length=64",

@@ -42,12 +42,16 @@ def image_folder(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "images", {"train": 12, "val": 6})
 
 
-@pytest.fixture
-def tiny_overrides(image_folder: Path) -> list[str]:
-    """Overrides that make the hymenoptera recipe a seconds-long CPU run on ``image_folder``."""
-    return [f"data.path={image_folder}", "model.pretrained=false", "model.name=resnet18",
+def tiny_image_overrides(data: Path) -> list[str]:
+    """Overrides that make the hymenoptera recipe a seconds-long CPU run on the image folder ``data``."""
+    return [f"data.path={data}", "model.pretrained=false", "model.name=resnet18",
             "data.image_size=32", "data.num_workers=0", "train.batch_size=4", "train.epochs=2",
             "train.mixed_precision=no", "eval.num_preview_images=4"]
+
+
+@pytest.fixture
+def tiny_overrides(image_folder: Path) -> list[str]:
+    return tiny_image_overrides(image_folder)
 
 
 @pytest.fixture(autouse=True)
@@ -203,14 +207,17 @@ def chinese_qa_safetensors(tmp_path_factory) -> Path:
     return write_chinese_qa_model(tmp_path_factory.mktemp("zh-qa-st"), "safetensors")
 
 
-@pytest.fixture
-def chinese_qa_files(tmp_path: Path) -> Path:
-    """cmrc-style train/dev JSON files in one folder."""
+def write_toy_cmrc(folder: Path, train: int = 400, dev: int = 60) -> Path:
+    """cmrc-style ``toy_train.json`` and ``toy_dev.json`` (SQuAD format) in ``folder``."""
     import json
 
-    folder = tmp_path / "toy-cmrc"
-    folder.mkdir()
-    for split, n, seed in (("train", 400, 0), ("dev", 60, 1)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, seed in (("train", train, 0), ("dev", dev, 1)):
         (folder / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False),
                                                   encoding="utf-8")
     return folder
+
+
+@pytest.fixture
+def chinese_qa_files(tmp_path: Path) -> Path:
+    return write_toy_cmrc(tmp_path / "toy-cmrc")

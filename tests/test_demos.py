@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from conftest import REPO, make_image, write_image_folder
+from conftest import REPO, make_image, tiny_image_overrides, write_image_folder
 
 from hfkit import demo as demos
 
@@ -44,9 +44,7 @@ def image_run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("demo-image")
     data = write_image_folder(root / "images", {"train": 8, "val": 4})
-    overrides = [f"data.path={data}", "model.pretrained=false", "model.name=resnet18", "data.image_size=32",
-                 "data.num_workers=0", "train.batch_size=4", "train.epochs=1", "train.mixed_precision=no",
-                 "eval.num_preview_images=0"]
+    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0"]
     finetune(load_recipe("hymenoptera", overrides, output_dir=str(root / "run")))
     return root / "run"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_image_folder
+from conftest import tiny_image_overrides, write_image_folder
 from fakehub import (
     FakeHub,
     fake_hub,  # noqa: F401
@@ -25,13 +25,6 @@ TOKEN = "hf_fakeTokenForTests123"
 TIMM_FILES = {"model.safetensors", "config.json", "recipe.yaml", "all_results.json", "training_curves.png",
               "confusion_matrix.png", "predictions.png", "README.md"}
 PICKLES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
-
-def tiny_image_overrides(data: Path) -> list[str]:
-    """conftest's ``tiny_overrides``, for a module-wide run."""
-    return [f"data.path={data}", "model.pretrained=false", "model.name=resnet18", "data.image_size=32",
-            "data.num_workers=0", "train.batch_size=4", "train.epochs=2", "train.mixed_precision=no",
-            "eval.num_preview_images=4"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FILLER_ZH, SHARED_DATA, toy_chinese_qa, write_chinese_qa_model
+from conftest import FILLER_ZH, SHARED_DATA, toy_chinese_qa, write_chinese_qa_model, write_toy_cmrc
 from fakehub import fake_hub  # noqa: F401  (a fixture)
 
 from hfkit.cli import main
@@ -274,10 +274,7 @@ def cmrc_run(tmp_path_factory):
     from hfkit.recipes import load_recipe
 
     root = tmp_path_factory.mktemp("cmrc")
-    data = root / "data"
-    data.mkdir()
-    for split, n, seed in (("train", 400, 0), ("dev", 60, 1)):
-        (data / f"toy_{split}.json").write_text(json.dumps(toy_chinese_qa(n, seed), ensure_ascii=False))
+    data = write_toy_cmrc(root / "data")
     model = write_chinese_qa_model(root / "untrained", "bin")
     recipe = load_recipe("cmrc2018", [
         f"data.path={data}", f"model.name={model}", "train.epochs=4", "train.lr=1e-3",
