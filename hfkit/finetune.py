@@ -49,18 +49,20 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
     splits = load_image_splits(recipe.data, t.seed)
     model = create_image_model(recipe.model, splits.label_names, recipe.data.image_size)
     objective = Classification(recipe.model.channels_last, t.label_smoothing,
-                               mixup=_mixup(t, len(splits.label_names)))
+                               mixup=_mixup(t, len(splits.label_names)), tta_hflip=recipe.eval.tta_hflip)
+    static = t.compile  # one batch shape: a compiled model would compile again for the last one
     if tensors.want_in_memory(recipe.data, splits.train, splits.image_column):
         # decoded once; crops, flips and resizing run on whole batches on the training device
         tensors.serve_like_tensor_pipeline(model)
         objective.batch_transform = tensors.batch_augment(model, recipe.data, recipe.model.channels_last)
         train_ds, eval_ds = tensors.tensor_datasets(splits, t.seed)
-        train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed)
+        train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed, drop_last=static)
         eval_loader = tensors.make_tensor_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
         skipped: list[str] = []
     else:
         train_ds, eval_ds = image_datasets(splits, model, recipe.data, t.seed)
-        train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed)
+        train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed,
+                                   drop_last=static)
         eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
                                   recipe.data.num_workers, t.seed)
         skipped = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]

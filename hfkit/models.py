@@ -49,6 +49,8 @@ class _CifarResNet(ResNet):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conv1 = torch.nn.Conv2d(self.conv1.in_channels, 64, 3, stride=1, padding=1, bias=False)
+        # ResNet.__init__ initialised the stem it built; the replacement gets the same init
+        torch.nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = torch.nn.Identity()
 
 

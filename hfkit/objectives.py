@@ -30,9 +30,9 @@ class Classification:
     train_metric = "accuracy"
 
     def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0,
-                 batch_transform=None, mixup=None) -> None:
+                 batch_transform=None, mixup=None, tta_hflip: bool = False) -> None:
         self.channels_last, self.label_smoothing = channels_last, label_smoothing
-        self.batch_transform, self.mixup = batch_transform, mixup
+        self.batch_transform, self.mixup, self.tta_hflip = batch_transform, mixup, tta_hflip
 
     def logits_and_labels(self, model, batch, train: bool = False, mix: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -48,6 +48,8 @@ class Classification:
             images, targets = self.mixup(images, labels)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self.tta_hflip and not train:  # the mean of the logits of each image and its mirror
+            return (model(images) + model(images.flip(-1))) / 2, labels, targets
         return model(images), labels, targets
 
     def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +59,7 @@ class Classification:
             loss = torch.sum(-targets * logits.float().log_softmax(-1), dim=-1).mean()
         else:
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        n = labels.new_tensor(labels.shape[0], dtype=torch.float32)
+        n = _count(labels)
         correct = (logits.argmax(-1) == labels).sum().float()
         return loss, torch.stack([loss.detach() * n, correct, n])
 
@@ -119,6 +121,12 @@ def metric(name: str):
     return load_metric(name, keep_in_memory=True)
 
 
+def _count(batched: torch.Tensor) -> torch.Tensor:
+    """The batch size as a float tensor on the batch's device, made there (``new_tensor`` would
+    copy a Python number to the GPU and wait for it)."""
+    return torch.full((), batched.shape[0], dtype=torch.float32, device=batched.device)
+
+
 def _prefixed(values: dict[str, float]) -> dict[str, float]:
     return {f"eval_{k}": float(v) for k, v in values.items()}
 
@@ -158,7 +166,7 @@ class ExtractiveQA:
 
     def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         loss = model(**self.model_inputs(batch)).loss
-        n = batch["input_ids"].new_tensor(batch["input_ids"].shape[0], dtype=torch.float32)
+        n = _count(batch["input_ids"])
         return loss, torch.stack([loss.detach().float() * n, n.new_zeros(()), n])
 
     def eval_batch(self, model, batch) -> dict[str, torch.Tensor]:

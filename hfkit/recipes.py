@@ -109,12 +109,15 @@ class DataArgs:
     """In memory: random crops of the image padded (reflecting its border) by this many pixels."""
     random_erasing: float = 0.0
     """In memory: probability of erasing a random square of each training image (Cutout)."""
+    erase_size: int | None = None
+    """In memory: side in pixels of the erased square (default: a quarter of the image side); its
+    centre is anywhere in the image, so it may be cut off at the border, as in Cutout."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise RecipeError(f"data.val_fraction must be between 0 and 1, got {self.val_fraction}")
         for key in ("max_train_samples", "max_eval_samples", "image_size", "max_length", "block_size",
-                    "doc_stride"):
+                    "doc_stride", "erase_size"):
             _check_positive(f"data.{key}", getattr(self, key))
         if not 0.0 <= self.hflip <= 1.0:
             raise RecipeError(f"data.hflip must be a probability in [0, 1], got {self.hflip}")
@@ -145,7 +148,10 @@ class TrainArgs:
     momentum: float = 0.9
     """Momentum for SGD-style optimizers."""
     weight_decay: float = 1e-4
-    """Weight decay (not applied to biases and norm layers)."""
+    """Weight decay (not applied to biases and norm layers unless weight_decay_norm_and_bias)."""
+    weight_decay_norm_and_bias: bool = False
+    """Also decay biases and norm-layer weights, as classic from-scratch CIFAR recipes do (timm's
+    optimizer factory leaves them out, the usual choice for fine-tuning)."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """Learning-rate schedule after warmup."""
     warmup_ratio: float = 0.0
@@ -165,7 +171,11 @@ class TrainArgs:
     unfreeze_after_epochs: int = 1
     """With freeze-then-unfreeze: epochs of head-only training before unfreezing."""
     checkpoint_steps: int | None = None
-    """Save a resumable checkpoint every N optimizer steps (always at each epoch end)."""
+    """Also save a resumable checkpoint every N optimizer steps within epochs."""
+    checkpoint_epochs: int = 1
+    """Save a resumable checkpoint every N epochs (always after the last one, and when stopped by
+    Ctrl-C, SIGTERM or --max-steps): more than 1 suits short epochs, where saving costs as much as
+    training."""
     keep_checkpoints: int = 2
     """Number of most recent checkpoints kept on disk."""
     early_stopping_patience: int | None = None
@@ -173,7 +183,12 @@ class TrainArgs:
     tensorboard: bool = False
     """Also log metrics to TensorBoard under ``<output_dir>/tensorboard``."""
     compile: bool = False
-    """Compile the model with ``torch.compile`` (faster steps on GPUs after a slow first one)."""
+    """Compile the model with ``torch.compile`` (faster steps on GPUs after a slow first one);
+    the last partial training batch is dropped so every step has one shape."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = (
+        "default")
+    """``torch.compile`` mode: reduce-overhead replays CUDA graphs (fewer kernel launches, for small
+    models on a GPU); max-autotune also searches kernel configurations (long compile)."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights with this decay (e.g. 0.9998);
     evaluation and the saved model use the averaged weights (null: off)."""
@@ -184,7 +199,7 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "gradient_accumulation_steps", "unfreeze_after_epochs",
-                    "keep_checkpoints", "eval_batch_size", "checkpoint_steps",
+                    "keep_checkpoints", "eval_batch_size", "checkpoint_steps", "checkpoint_epochs",
                     "early_stopping_patience"):
             _check_positive(f"train.{key}", getattr(self, key))
         if self.lr <= 0:
@@ -212,6 +227,9 @@ class EvalArgs:
     """Direction of ``metric`` (default: false for loss and perplexity, else true)."""
     num_preview_images: int = 16
     """Validation images drawn in the prediction grid (0: no grid)."""
+    tta_hflip: bool = False
+    """Image classification: score each evaluation image by the mean of its logits and those of
+    its mirror image (flip test-time augmentation; costs a second forward pass)."""
     max_answer_length: int = 30
     """Extractive QA: longest answer span, in tokens (a Chinese character is one token)."""
     qa_scorer: Literal["auto", "cmrc2018", "squad"] = "auto"

@@ -28,12 +28,14 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from hfkit.devices import set_cpu_threads
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification
 from hfkit.recipes import Recipe, save_recipe
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+PROGRESS_SECONDS = 2.0  # how often the progress bar shows the running loss
 
 
 @dataclass
@@ -76,11 +78,12 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
     _check_world(accelerator)
+    if accelerator.device.type == "cpu":
+        accelerator.print(set_cpu_threads(accelerator.num_processes))
     checkpoint = check_output_dir(out, resume)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
-                                    momentum=t.momentum)
+    optimizer = make_optimizer(model, t)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader)
     ema = None
@@ -88,7 +91,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay)
         accelerator.register_for_checkpointing(ema)
     if t.compile:
-        model = torch.compile(model)
+        model = torch.compile(model, mode=t.compile_mode)
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = steps_per_epoch * t.epochs
     # a prepared scheduler steps once per process per optimizer step, hence the factor
@@ -120,6 +123,12 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
                           "Continue with --resume latest.")
     accelerator.end_training()
     return result
+
+
+def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
+    """timm's optimizer factory with the recipe's settings (``t``: the recipe's TrainArgs)."""
+    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
+                               momentum=t.momentum, filter_bias_and_bn=not t.weight_decay_norm_and_bias)
 
 
 class StopRequest:
@@ -172,7 +181,9 @@ class _Loop:
         return self.acc.unwrap_model(self.model, keep_torch_compile=False)
 
     def eval_model(self) -> torch.nn.Module:
-        return self.ema.module if self.ema is not None else self.model
+        """The EMA average, else the uncompiled model: a compiled one would compile again for
+        evaluation mode and for each new batch shape."""
+        return self.ema.module if self.ema is not None else self.plain_model()
 
     def run(self) -> TrainerState:
         while self.state.epoch < self.t.epochs:
@@ -181,12 +192,15 @@ class _Loop:
                 self.finish_interrupted()
                 break
             self.end_epoch(train_metrics)
-            if self._patience_exhausted():
+            early_stop = self._patience_exhausted()
+            last = (early_stop or self.stop.requested or self.state.epoch >= self.t.epochs
+                    or (self.max_steps is not None and self.state.global_step >= self.max_steps))
+            if last or self.state.epoch % self.t.checkpoint_epochs == 0:
+                self.save_checkpoint()
+            if early_stop:
                 self.acc.print(f"Early stopping: no improvement of eval_{self.recipe.eval.metric} "
                                f"in {self.t.early_stopping_patience} evaluations.")
-                break
-            if self.stop.requested or (self.max_steps is not None
-                                       and self.state.global_step >= self.max_steps):
+            if last:
                 break
         return self.state
 
@@ -207,16 +221,21 @@ class _Loop:
         bar = tqdm(loader, total=len(self.train_loader), initial=s.batches_in_epoch,
                    desc=f"epoch {s.epoch + 1}/{self.t.epochs}", unit="batch",
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
-        started = time.perf_counter()
+        started = refreshed = time.perf_counter()
         for batch in bar:
-            loss, stats = self.train_step(batch)
-            totals += stats
+            totals += self.train_step(batch)
             s.batches_in_epoch += 1
             s.samples_seen += _batch_size(batch) * acc.num_processes
             if not acc.sync_gradients:
                 continue
             s.global_step += 1
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+            # reading a value back from the device waits for it: only every few seconds, so the
+            # host keeps queueing steps ahead of a GPU
+            if not bar.disable and time.perf_counter() - refreshed >= PROGRESS_SECONDS:
+                loss_sum, _, count = totals.tolist()
+                bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4f}",
+                                lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                refreshed = time.perf_counter()
             if self.stop.requested or (self.max_steps is not None and s.global_step >= self.max_steps):
                 s.train_seconds += time.perf_counter() - started
                 bar.close()
@@ -229,7 +248,8 @@ class _Loop:
         s.train_seconds += time.perf_counter() - started
         return self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
 
-    def train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, batch) -> torch.Tensor:
+        """One micro-batch; returns [loss sum, correct, count], still on the device."""
         with self.acc.accumulate(self.model):
             loss, stats = self.objective.train_loss(self.model, batch)
             self.acc.backward(loss)
@@ -240,7 +260,7 @@ class _Loop:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None and self.acc.sync_gradients:
                 self.ema.update(self.plain_model())
-        return loss, stats.float()
+        return stats.float()
 
     # -- evaluation, best model, checkpoints ---------------------------------------------------
 
@@ -257,7 +277,6 @@ class _Loop:
         self.acc.print(format_metrics(record))
         self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
                      step=s.global_step)
-        self.save_checkpoint()
 
     def finish_interrupted(self) -> None:
         """Stopped by --max-steps: checkpoint first (so resume is exact), then report."""
@@ -328,10 +347,10 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
         with accelerator.autocast():  # also for an EMA copy, which accelerate did not prepare
             values = accelerator.gather_for_metrics(objective.eval_batch(model, batch))
         for key, value in values.items():
-            gathered.setdefault(key, []).append(value.cpu())
+            gathered.setdefault(key, []).append(value)  # kept on the device: no wait per batch
     model.train()
-    return objective.metrics({k: torch.cat(v).float().numpy() if "loss" in k or k == "tokens"
-                              else torch.cat(v).numpy() for k, v in gathered.items()})
+    return objective.metrics({k: torch.cat(v).cpu().float().numpy() if "loss" in k or k == "tokens"
+                              else torch.cat(v).cpu().numpy() for k, v in gathered.items()})
 
 
 def format_metrics(record: dict[str, Any]) -> str:

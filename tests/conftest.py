@@ -36,6 +36,25 @@ def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> 
     return root
 
 
+COLORS = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]
+
+
+def write_cifar_like(root: Path, per_class: int = 24, test_per_class: int = 8, size: int = 32) -> Path:
+    """A CIFAR-10-shaped local copy in the Hub parquet layout (``img`` bytes + ClassLabel)."""
+    import datasets
+
+    names = datasets.ClassLabel(names=["red", "green", "blue"])
+    features = datasets.Features(img=datasets.Image(), label=names)
+    (root / "plain_text").mkdir(parents=True)
+    for split, n, seed in (("train", per_class, 0), ("test", test_per_class, 99)):
+        rows = [(make_image(c, size=(size, size), seed=seed + 100 * k + i), k)
+                for k, c in enumerate(COLORS) for i in range(n)]
+        ds = datasets.Dataset.from_dict({"img": [r[0] for r in rows], "label": [r[1] for r in rows]},
+                                        features=features)
+        ds.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """train/ and val/ with two separable classes, 12 + 6 images per class."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -211,3 +212,12 @@ def test_text_model_missing_offline_says_how_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match="hfkit download nobody/no-such-model"):
         create_text_model(ModelArgs(name="nobody/no-such-model"), "text-classification", ["a", "b"])
+
+
+def test_resnet18_cifar_stem_is_initialised_like_the_other_convolutions():
+    """timm's ResNet init (Kaiming normal, fan out) for the replaced 3x3 stem too, not PyTorch's
+    default (Kaiming uniform with a=sqrt(5): std 0.11 here instead of 0.059)."""
+    torch.manual_seed(0)
+    conv1 = timm.create_model("resnet18_cifar", num_classes=10).conv1.weight
+    expected = math.sqrt(2 / (64 * 3 * 3))  # gain sqrt(2) over fan_out = out channels x kernel area
+    assert abs(conv1.std().item() - expected) < 0.1 * expected

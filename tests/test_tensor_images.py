@@ -4,18 +4,15 @@ recipes end to end on tiny generated data."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import datasets
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import make_image
+from conftest import COLORS, write_cifar_like
 
 from hfkit.data.tensor_images import BatchAugment, TensorImages, decode_all
-
-COLORS = [(230, 40, 40), (40, 230, 40), (40, 40, 230)]
 
 
 def labelled_batch(n: int = 64, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,20 +89,6 @@ def test_tensor_images_batches_by_one_index_with_a_seed():
     x, y, seed = ds.__getitems__([(2, 3), (2, 7)])
     assert torch.equal(x, images[[3, 7]]) and y.tolist() == [0, 1]
     assert seed != ds.__getitems__([(3, 3), (3, 7)])[2]  # another epoch, other augmentation
-
-
-def write_cifar_like(root: Path, per_class: int = 24, test_per_class: int = 8, size: int = 32) -> Path:
-    """A CIFAR-10-shaped local copy in the Hub parquet layout (``img`` bytes + ClassLabel)."""
-    names = datasets.ClassLabel(names=["red", "green", "blue"])
-    features = datasets.Features(img=datasets.Image(), label=names)
-    (root / "plain_text").mkdir(parents=True)
-    for split, n, seed in (("train", per_class, 0), ("test", test_per_class, 99)):
-        rows = [(make_image(c, size=(size, size), seed=seed + 100 * k + i), k)
-                for k, c in enumerate(COLORS) for i in range(n)]
-        ds = datasets.Dataset.from_dict({"img": [r[0] for r in rows], "label": [r[1] for r in rows]},
-                                        features=features)
-        ds.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
-    return root
 
 
 def test_decode_all_reads_a_parquet_split_into_uint8(tmp_path):
@@ -224,3 +207,36 @@ def test_ema_weights_are_saved_and_resume_with_the_checkpoint(tmp_path):
     finetune(recipe, max_steps=4)
     results = finetune(recipe, resume="latest")
     assert results["global_step"] == 6 and not results["interrupted"]
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_cutout_erases_a_square_of_erase_size_pixels(size):
+    """Squares centred far enough inside to be whole: exactly size x size zeros per image."""
+    images = torch.full((64, 3, 16, 16), 200, dtype=torch.uint8)
+    aug = identity_augment(input_size=16, pad=0, hflip=0, erase=1.0, erase_size=size)
+    erased = (aug(images, 5, train=True)[:, 0] == 0)
+    rows, cols = erased.any(2), erased.any(1)
+    whole = (rows.sum(1) == size) & (cols.sum(1) == size)
+    assert whole.sum() > 32  # most centres are not at the border
+    assert (erased[whole].flatten(1).sum(1) == size * size).all()
+    assert erased.flatten(1).sum(1).max() == size * size  # never more
+
+
+def test_flip_test_time_augmentation_averages_the_logits_of_both_views():
+    from hfkit.objectives import Classification
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))  # not flip-invariant
+    images, labels = labelled_batch(6)
+    images = torch.randint(0, 256, images.shape, dtype=torch.uint8)
+    batch = (images, labels, 0)
+    fixed = identity_augment(pad=0, hflip=0)  # training views equal the evaluation view
+    plain = Classification(batch_transform=fixed)
+    tta = Classification(batch_transform=fixed, tta_hflip=True)
+    x = fixed(images)
+    expected = (model(x) + model(x.flip(-1))) / 2
+    logits, _, _ = tta.logits_and_labels(model, batch)
+    assert torch.allclose(logits, expected) and not torch.allclose(logits, model(x))
+    assert torch.allclose(plain.logits_and_labels(model, batch)[0], model(x))
+    # training never averages: the loss sees the augmented batch once
+    assert torch.allclose(tta.logits_and_labels(model, batch, train=True)[0], model(x))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_cifar_like
 from safetensors.torch import load_file
 
 from hfkit.finetune import finetune
@@ -21,11 +23,13 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(find_checkpoint(out, "latest") / "model.safetensors")
 
 
-@pytest.mark.parametrize("stop_at,accumulate", [(4, 1), (6, 1), (2, 2)])
-def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_overrides, tmp_path, stop_at, accumulate):
-    """Stop mid-epoch (or exactly at an epoch end), resume: the same weights, bit for bit."""
+@pytest.mark.parametrize("stop_at,accumulate,every", [(4, 1, 1), (6, 1, 1), (2, 2, 1), (3, 1, 2), (9, 1, 2)])
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_overrides, tmp_path, stop_at, accumulate,
+                                                          every):
+    """Stop mid-epoch (or exactly at an epoch end), resume: the same weights, bit for bit; also when
+    epoch ends are not checkpointed (train.checkpoint_epochs=2)."""
     overrides = tiny_overrides + [f"train.gradient_accumulation_steps={accumulate}",
-                                  "train.keep_checkpoints=5"]
+                                  "train.keep_checkpoints=5", f"train.checkpoint_epochs={every}"]
     full = _run(overrides, tmp_path / "full")
     first = _run(overrides, tmp_path / "split", max_steps=stop_at)
     assert first["global_step"] == stop_at
@@ -45,6 +49,17 @@ def test_checkpoints_are_complete_and_pruned(tiny_overrides, tmp_path):
     state = json.loads((tmp_path / "checkpoints" / folders[-1] / "trainer_state.json").read_text())
     assert state["epoch"] == 2 and state["global_step"] == 12 and len(state["history"]) == 2
     assert (tmp_path / "checkpoints" / folders[-1] / "recipe.yaml").is_file()
+
+
+def test_checkpoint_epochs_saves_every_nth_epoch_and_the_last(tiny_overrides, tmp_path):
+    """6 steps per epoch; with checkpoint_epochs=2 over 3 epochs: after epochs 2 and 3 only."""
+    results = _run(tiny_overrides + ["train.epochs=3", "train.checkpoint_epochs=2",
+                                     "train.keep_checkpoints=5"], tmp_path)
+    assert results["global_step"] == 18
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000012",
+                                                                            "step-00000018"]
+    state = json.loads((tmp_path / "checkpoints" / "step-00000018" / "trainer_state.json").read_text())
+    assert len(state["history"]) == 3  # every epoch was still evaluated
 
 
 def test_a_new_run_refuses_to_mix_with_old_checkpoints(tiny_overrides, tmp_path):
@@ -96,3 +111,109 @@ def test_tensorboard_logs(tiny_overrides, tmp_path):
     """train.tensorboard writes event files (hub.push is tested against a fake Hub in test_push.py)."""
     _run(tiny_overrides + ["train.epochs=1", "train.tensorboard=true"], tmp_path)
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+# -- no waiting on the device per step ---------------------------------------------------------
+
+# Tensor methods that copy a value to the host, or (new_tensor) a host value to the device without
+# pinned memory: on a GPU each one waits for all queued work
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__",
+              "new_tensor")
+
+
+def _count_host_reads(monkeypatch) -> Counter:
+    counts: Counter = Counter()
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    return counts
+
+
+def test_training_steps_read_nothing_back_from_the_device(tmp_path, monkeypatch):
+    """The same in-memory run with 18 and with 9 steps per epoch (batch 4, batch 8) reads the same
+    number of values back from the device: none per step, only per epoch (loss totals, metrics),
+    with the progress bar's periodic refresh switched off. Covers augmentation, mixup, EMA,
+    the scheduler and the optimizer step."""
+    import hfkit.training
+
+    monkeypatch.setattr(hfkit.training, "PROGRESS_SECONDS", float("inf"))
+    data = write_cifar_like(tmp_path / "data", per_class=24, test_per_class=4, size=16)
+    counts = {}
+    for batch in (4, 8):
+        recipe = load_recipe("cifar10", [
+            f"data.path={data}", "model.name=test_resnet", "data.image_size=16", "train.epochs=2",
+            f"train.batch_size={batch}", "train.eval_batch_size=6", "train.mixed_precision=no",
+            "train.mixup=0.2", "train.ema_decay=0.9", "eval.num_preview_images=0"],
+            output_dir=str(tmp_path / f"run{batch}"))
+        reads = _count_host_reads(monkeypatch)
+        results = finetune(recipe)
+        monkeypatch.undo()
+        monkeypatch.setattr(hfkit.training, "PROGRESS_SECONDS", float("inf"))
+        assert results["global_step"] == 2 * 72 // batch
+        counts[batch] = dict(reads)
+    assert counts[4] == counts[8], counts
+
+
+def test_progress_bar_refresh_is_the_only_read_per_step(tiny_overrides, tmp_path, monkeypatch):
+    """With a refresh after every step, the bar shows the running loss: one read per step."""
+    import hfkit.training
+
+    counts = {}
+    for interval in (float("inf"), 0.0):
+        monkeypatch.setattr(hfkit.training, "PROGRESS_SECONDS", interval)
+        reads = _count_host_reads(monkeypatch)
+        _run(tiny_overrides + ["train.epochs=1"], tmp_path / f"run{interval}")
+        counts[interval] = reads["tolist"]
+        monkeypatch.undo()
+    assert counts[0.0] - counts[float("inf")] == 6  # 6 optimizer steps
+
+
+# -- compile --------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_compiled_training_has_one_batch_shape_and_saves_a_plain_model(tmp_path, monkeypatch):
+    """torch.compile on the CPU: the last partial batch is dropped (30 images, batch 8: 3 steps),
+    the recipe's mode reaches torch.compile, and the saved weights load without compile's names."""
+    import timm
+
+    data = write_cifar_like(tmp_path / "data", per_class=10, test_per_class=2, size=16)
+    modes = []
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: modes.append(kw.get("mode"))
+                        or compile_(model, **kw))
+    recipe = load_recipe("cifar10", [
+        f"data.path={data}", "model.name=test_resnet", "data.image_size=16", "train.epochs=1",
+        "train.batch_size=8", "train.mixed_precision=no", "train.compile=true",
+        "train.compile_mode=max-autotune-no-cudagraphs", "eval.num_preview_images=0"],
+        output_dir=str(tmp_path / "run"))
+    results = finetune(recipe)
+    assert modes == ["max-autotune-no-cudagraphs"]
+    assert results["global_step"] == 3 and 0.0 <= results["eval_accuracy"] <= 1.0
+    weights = load_file(tmp_path / "run" / "model.safetensors")
+    assert not any("_orig_mod" in k for k in weights)
+    model = timm.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
+    assert set(model.state_dict()) >= set(weights)
+
+
+# -- optimizer ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_weight_decay_of_norm_layers_and_biases_follows_the_recipe(decay_all):
+    import timm
+
+    from hfkit.training import make_optimizer
+
+    t = load_recipe("cifar10", [f"train.weight_decay_norm_and_bias={str(decay_all).lower()}"]).train
+    model = timm.create_model("test_resnet", num_classes=3)
+    optimizer = make_optimizer(model, t)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    bn = model.bn1.weight if hasattr(model, "bn1") else next(
+        m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    conv = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert decay[id(conv)] == t.weight_decay
+    assert decay[id(bn)] == (t.weight_decay if decay_all else 0.0)
+    assert len(decay) == len(list(model.parameters()))

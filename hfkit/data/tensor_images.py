@@ -9,7 +9,7 @@ The same code does evaluation and ``hfkit predict``, so serving sees exactly wha
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
@@ -68,11 +68,14 @@ class TensorImages(torch.utils.data.Dataset):
     def __getitem__(self, key):
         return self.__getitems__([key])
 
-    def __getitems__(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        epoch = keys[0][0] if isinstance(keys[0], tuple) else 0
-        index = torch.tensor([k[1] if isinstance(k, tuple) else k for k in keys])
-        seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + int(index[0])
-        return self.images[index], self.labels[index], torch.tensor(seed % 2**62)
+    def __getitems__(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+        if isinstance(keys[0], tuple):
+            (epoch, first), index = keys[0], torch.tensor([i for _, i in keys])
+        else:
+            epoch, first, index = 0, int(keys[0]), torch.tensor(keys)
+        seed = (self.seed * 1_000_003 + epoch) * 10_000_019 + first
+        # the seed stays a Python int: moved to a GPU with the batch, reading it back would wait
+        return self.images[index], self.labels[index], seed % 2**62
 
     def image(self, i: int) -> PIL.Image.Image:
         return PIL.Image.fromarray(self.images[i].permute(1, 2, 0).numpy())
@@ -99,6 +102,8 @@ class BatchAugment:
     erase: float = 0.0
     interpolation: str = "bilinear"
     channels_last: bool = False
+    erase_size: int | None = None
+    _normalize: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __call__(self, images: torch.Tensor, seed: int | torch.Tensor | None = None,
                  train: bool = False) -> torch.Tensor:
@@ -113,13 +118,19 @@ class BatchAugment:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation,
                               align_corners=False, antialias=self.interpolation != "nearest"
                               and x.shape[-1] > self.input_size).clamp_(0, 255)
-        # (x / 255 - mean) / std as one multiply-add: x * scale + shift
-        std = x.new_tensor(self.std).view(1, 3, 1, 1)
-        scale, shift = 1 / (255 * std), -x.new_tensor(self.mean).view(1, 3, 1, 1) / std
-        x = torch.addcmul(shift, x, scale)
+        x = torch.addcmul(*self.normalization(x.device), x)
         if train and self.erase > 0:
             x = self.random_erase(x, generator)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def normalization(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, scale) with x * scale + shift = (x / 255 - mean) / std, made once per device
+        (a tensor made from Python numbers is a copy to the GPU that waits for it)."""
+        if device not in self._normalize:
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            scale, shift = 1 / (255 * std), -torch.tensor(self.mean).view(1, 3, 1, 1) / std
+            self._normalize[device] = (shift.to(device), scale.to(device))
+        return self._normalize[device]
 
     def crop_and_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Per image: a random crop (same size) of the image padded by ``pad`` pixels on each side,
@@ -151,14 +162,15 @@ class BatchAugment:
         return torch.addcmul(mean * (brightness - contrast), x, contrast).clamp_(0, 255)
 
     def random_erase(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Cutout: with probability ``erase`` a random square (1/4 of the side) is set to 0 (the mean)."""
+        """Cutout: with probability ``erase`` a square of ``erase_size`` pixels (default 1/4 of the
+        side) centred anywhere in the image is set to 0 (the mean)."""
         n, _, h, w = x.shape
-        side = max(1, h // 4)
+        side = self.erase_size or max(1, h // 4)
         cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
         cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator)
-        ys = torch.arange(h, device=x.device)[None, :, None]
-        xs = torch.arange(w, device=x.device)[None, None, :]
-        hit = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
+        ys = torch.arange(h, device=x.device)[None, :, None] - cy + side // 2  # 0..side-1 inside
+        xs = torch.arange(w, device=x.device)[None, None, :] - cx + side // 2
+        hit = (ys >= 0) & (ys < side) & (xs >= 0) & (xs < side)
         hit &= (torch.rand(n, 1, 1, device=x.device, generator=generator) < self.erase)
         return x.masked_fill(hit[:, None], 0.0)
 
@@ -192,7 +204,7 @@ def batch_augment(model: torch.nn.Module, args=None, channels_last: bool = False
 
     config = resolve_data_config({}, model=model)
     train = dict(pad=args.crop_padding, hflip=args.hflip, jitter=args.color_jitter,
-                 erase=args.random_erasing) if args is not None else {}
+                 erase=args.random_erasing, erase_size=args.erase_size) if args is not None else {}
     interpolation = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
     return BatchAugment(input_size=config["input_size"][-1], mean=tuple(config["mean"]),
                         std=tuple(config["std"]), interpolation=interpolation,
@@ -217,11 +229,12 @@ def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages]:
                  for name, ds in (("train", splits.train), ("eval", splits.eval)))
 
 
-def make_tensor_loader(ds: TensorImages, batch_size: int, shuffle: bool, seed: int
-                       ) -> torch.utils.data.DataLoader:
+def make_tensor_loader(ds: TensorImages, batch_size: int, shuffle: bool, seed: int,
+                       drop_last: bool = False) -> torch.utils.data.DataLoader:
     """Batches by one indexing operation each (no workers needed), in a (seed, epoch) order."""
     from hfkit.data.images import EpochSampler
 
     sampler = EpochSampler(len(ds), seed, shuffle)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate_batch,
-                                       num_workers=0, pin_memory=torch.cuda.is_available())
+                                       num_workers=0, pin_memory=torch.cuda.is_available(),
+                                       drop_last=drop_last)

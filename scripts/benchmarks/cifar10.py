@@ -2,7 +2,7 @@
 
     python scripts/benchmarks/cifar10.py --data ../shared/data/cifar10          # parts (a) and (b)
     python scripts/benchmarks/cifar10.py --images 10000 --train-images 2560     # quicker
-    python scripts/benchmarks/cifar10.py --full --device cuda                   # + (c), on a GPU
+    python scripts/benchmarks/cifar10.py --full --parts "" --device cuda        # (c), on a GPU
 
 The data is the Hub parquet layout (``plain_text/{train,test}-00000-of-00001.parquet``); both
 sides use the same seeded subset of the training images (hfkit's ``data.max_train_samples``).
@@ -45,9 +45,18 @@ shared machine, rerun rows where it is more than a few percent.
       channels-last and in-memory device augmentation (crop + flip).
     Target: hfkit >= 1.5x the course loop's images/s.
 
-(c) Only with ``--full`` (meant for a GPU): the whole recipe, ``finetune(load_recipe("cifar10",
-    ["data.path=<data>", *--set]))``; prints the device name, date, wall time, seconds per
-    epoch and the final (and best) test accuracy.
+(c) Only with ``--full`` (meant for a GPU): whole runs, each a process, for every ``--seeds`` seed:
+    - the ``cifar10`` recipe through the README's command (``accelerate launch scripts/finetune.py
+      --recipe cifar10 --set data.path=<data>``), and with ``--compile-modes default,...`` the same
+      with ``train.compile=true`` in each mode;
+    - the plain loop of ``loop_overhead.py`` with the recipe's model and settings;
+    - ``airbench94`` (Keller Jordan's CIFAR-10 speed-run trainer, the ``airbench`` package) fed the
+      same images: it reads ``cifar10/{train,test}.pt`` before it would download (CUDA only; on the
+      GPU machine install its wheel, e.g. ``pip wheel airbench --no-deps -w .gpu/whl``).
+    Prints per row the process wall time, training seconds and the final test accuracy per seed
+    and their mean; targets: the recipe >= airbench94's accuracy, in <= 2 minutes end to end.
+    On a CPU, try it on a subset: ``--full --parts "" --c-train-images 2000 --c-eval-images 500
+    --c-epochs 1 --seeds 0``.
 """
 
 from __future__ import annotations
@@ -59,7 +68,7 @@ import io
 import json
 import os
 import platform
-import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +76,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 import torch.nn.functional as F
+from common import _cpu_seconds, hfkit_command, last_json_line, percent, run_process
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,19 +143,6 @@ def course_loader(images, labels, seed: int) -> torch.utils.data.DataLoader:
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
-    """(CPU seconds busy on the whole machine, CPU seconds of this process and its reaped children)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return None
-    mine = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for k in ("ru_utime", "ru_stime"))
-    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # all but idle and iowait (guest is inside user)
-    return busy / os.sysconf("SC_CLK_TCK"), mine
-
-
 def measured(fn, *args) -> dict:
     """``fn(*args)`` (a result row), plus ``other_cpu``: the share of the machine's CPU time that
     other processes used meanwhile (a shared machine's noise; a few percent is quiet)."""
@@ -160,7 +157,7 @@ def measured(fn, *args) -> dict:
 
 
 def other_cpu(row: dict) -> str:
-    return "n/a" if row.get("other_cpu") is None else f"{100 * row['other_cpu']:.0f}%"
+    return percent(row.get("other_cpu"))
 
 
 def sync(device: torch.device) -> None:
@@ -366,25 +363,25 @@ def train_course(args, device: torch.device) -> dict:
 
 
 def train_hfkit(args, batch_size: int) -> dict:
-    from hfkit.finetune import finetune
-
-    overrides = [f"data.max_train_samples={args.train_images}", "data.max_eval_samples=1000",
-                 "train.epochs=1", f"train.batch_size={batch_size}", f"train.seed={args.seed}"]
+    """The README's command as a process; images/s over its whole training loop (no warm-up skipped)."""
+    overrides = [f"data.path={args.data}", f"data.max_train_samples={args.train_images}",
+                 "data.max_eval_samples=1000", "train.epochs=1", f"train.batch_size={batch_size}",
+                 f"train.seed={args.seed}", "eval.num_preview_images=0"]
     with tempfile.TemporaryDirectory(prefix="cifar10-bench-") as tmp:
-        recipe = recipe_for(args.data, overrides, output_dir=str(Path(tmp) / "run"))
-        start = time.perf_counter()
-        results = finetune(recipe)
-        wall = time.perf_counter() - start
+        out = Path(tmp) / "run"
+        proc = run_process(hfkit_command("cifar10", out, overrides))
+        results = json.loads((out / "all_results.json").read_text())
+    recipe = recipe_for(args.data, overrides)
     return {"images": results["train_samples"], "timed_images": results["train_samples"],
             "seconds": results["train_runtime"], "images_per_s": results["train_samples_per_second"],
-            "batch": batch_size, "wall": wall, "precision": recipe.train.mixed_precision,
-            "channels_last": recipe.model.channels_last}
+            "batch": batch_size, "wall": proc["wall"], "precision": recipe.train.mixed_precision,
+            "channels_last": recipe.model.channels_last, "other_cpu": proc["other_cpu"]}
 
 
 def part_b(args, device: torch.device) -> dict:
     rows = {"course loop": measured(train_course, args, device)}
     for b in args.hfkit_batches:
-        rows[f"hfkit recipe, batch {b}"] = measured(train_hfkit, args, b)
+        rows[f"hfkit recipe, batch {b}"] = train_hfkit(args, b)
     return rows
 
 
@@ -401,8 +398,9 @@ def print_b(rows: dict, params: tuple[int, int], device: torch.device) -> None:
             what = f"fp32, NCHW, per-image PIL transforms (2 workers), {r['model']} model"
             timed = f"{r['timed_images']:,} (first {WARMUP_BATCHES} batches skipped)"
         else:
-            what = (f"{r['precision']} autocast{', channels-last' if r['channels_last'] else ''}, "
-                    "in-memory device augmentation")
+            what = (f"`accelerate launch scripts/finetune.py --recipe cifar10` ({r['precision']} autocast"
+                    f"{', channels-last' if r['channels_last'] else ''}, in-memory device augmentation; "
+                    f"process wall {r['wall']:.1f} s)")
             timed = f"{r['timed_images']:,} (all batches)"
         ratio = r["images_per_s"] / course["images_per_s"]
         print(f"| {name} | {r['batch']} | {what} | {timed} | {r['seconds']:.1f} | "
@@ -415,42 +413,122 @@ def print_b(rows: dict, params: tuple[int, int], device: torch.device) -> None:
             print(f"{name} / course loop: {ratio:.2f}x (target >= 1.5x: {verdict})")
 
 
-# -- (c) the whole recipe -----------------------------------------------------------------------
+# -- (c) the whole recipe against a peer and the plain loop --------------------------------------
 
 def part_c(args) -> dict:
-    from hfkit.finetune import finetune
+    """Rows of whole processes, each seed once: the recipe (and with compile), the plain loop of
+    loop_overhead.py with the recipe's model and settings, airbench94 (GPU only)."""
+    rows: dict[str, list[dict]] = {}
+    variants = {"cifar10 recipe": []}
+    variants.update({f"cifar10 recipe, compile {mode}": ["train.compile=true", f"train.compile_mode={mode}"]
+                     for mode in args.compile_modes})
+    for seed in args.seeds:
+        for name, extra in variants.items():
+            rows.setdefault(name, []).append(recipe_row(args, seed, extra))
+        rows.setdefault("plain loop (loop_overhead.py)", []).append(plain_row(args, seed))
+        if torch.cuda.is_available():
+            rows.setdefault("airbench94", []).append(airbench_row(args, seed))
+    return rows
 
+
+def subset_overrides(args) -> list[str]:
+    return [f"data.max_train_samples={args.c_train_images}" if args.c_train_images else None,
+            f"data.max_eval_samples={args.c_eval_images}" if args.c_eval_images else None,
+            f"train.epochs={args.c_epochs}" if args.c_epochs else None]
+
+
+def recipe_row(args, seed: int, extra: list[str]) -> dict:
+    overrides = [o for o in (f"data.path={args.data}", f"train.seed={seed}", *subset_overrides(args),
+                             *extra, *args.overrides) if o]
     with tempfile.TemporaryDirectory(prefix="cifar10-full-") as tmp:
         out = Path(tmp) / "run"
-        recipe = recipe_for(args.data, args.overrides, output_dir=str(out))
-        start = time.perf_counter()
-        results = finetune(recipe)
-        wall = time.perf_counter() - start
-        last = sorted((out / "checkpoints").glob("step-*"))[-1]
-        history = json.loads((last / "trainer_state.json").read_text())["history"]
-    epoch_seconds = [h["epoch_seconds"] for h in history]
-    return {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()
-            or "cpu", "date": datetime.datetime.now().isoformat(timespec="minutes"),
-            "overrides": args.overrides, "epochs": len(history), "wall": wall,
-            "epoch_seconds": epoch_seconds,
-            "final_accuracy": history[-1].get("eval_accuracy") if history else None,
-            "best_accuracy": results.get("eval_accuracy"),
-            "train_samples_per_second": results["train_samples_per_second"]}
+        proc = run_process(hfkit_command("cifar10", out, overrides))
+        results = json.loads((out / "all_results.json").read_text())
+        history = json.loads((sorted((out / "checkpoints").glob("step-*"))[-1] / "trainer_state.json")
+                             .read_text())["history"]
+    return {"seed": seed, "wall": proc["wall"], "train_seconds": results["train_runtime"],
+            "epochs": len(history), "final_accuracy": history[-1]["eval_accuracy"],
+            "epoch_seconds": [h["epoch_seconds"] for h in history], "other_cpu": proc["other_cpu"]}
 
 
-def print_c(r: dict) -> None:
-    mean = sum(r["epoch_seconds"]) / max(len(r["epoch_seconds"]), 1)
-    steady = r["epoch_seconds"][1:] or r["epoch_seconds"]
-    print(f"\n### (c) Whole cifar10 recipe on {r['device']}, {r['date']}, "
-          f"overrides {r['overrides'] or 'none'}\n")
-    print("| device | epochs | wall s | s/epoch (mean) | s/epoch (2nd+) | train images/s | "
-          "final test acc | best test acc | other CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    final = f"{r['final_accuracy']:.4f}" if r["final_accuracy"] is not None else "-"
-    best = f"{r['best_accuracy']:.4f}" if r["best_accuracy"] is not None else "-"
-    print(f"| {r['device']} | {r['epochs']} | {r['wall']:.1f} | {mean:.2f} | "
-          f"{sum(steady) / len(steady):.2f} | {r['train_samples_per_second']:,.0f} | {final} | {best} | "
-          f"{other_cpu(r)} |")
+def plain_row(args, seed: int) -> dict:
+    recipe = recipe_for(args.data, [o for o in subset_overrides(args) if o])
+    n_train = args.c_train_images or 50_000
+    cmd = [sys.executable, "scripts/benchmarks/loop_overhead.py", "--plain-worker", "--data", str(args.data),
+           "--model", recipe.model.name, "--train-images", str(n_train),
+           "--eval-images", str(args.c_eval_images or 10_000), "--epochs", str(recipe.train.epochs),
+           "--seed", str(seed), "--device", args.device]
+    proc = run_process(cmd)
+    result = last_json_line(proc["stdout"])
+    return {"seed": seed, "wall": proc["wall"], "train_seconds": result["train_seconds"],
+            "epochs": recipe.train.epochs, "final_accuracy": result["final_accuracy"],
+            "other_cpu": proc["other_cpu"]}
+
+
+def airbench_row(args, seed: int) -> dict:
+    cmd = [sys.executable, "scripts/benchmarks/cifar10.py", "--airbench-worker", "--data", str(args.data),
+           "--seed", str(seed)]
+    proc = run_process(cmd)
+    result = last_json_line(proc["stdout"])
+    return {"seed": seed, "wall": proc["wall"], "train_seconds": result["train_seconds"],
+            "epochs": result["epochs"], "final_accuracy": result["final_accuracy"],
+            "other_cpu": proc["other_cpu"]}
+
+
+def airbench_worker(args) -> dict:
+    """airbench94 on this data copy: it reads ``cifar10/{train,test}.pt`` (uint8 NHWC images,
+    labels, classes) from its working directory before it would download anything."""
+    import airbench
+
+    from hfkit.data.images import load_image_splits
+    from hfkit.data.tensor_images import decode_all
+
+    start = time.perf_counter()
+    recipe = recipe_for(args.data, [])
+    splits = load_image_splits(recipe.data, 0)
+    with tempfile.TemporaryDirectory(prefix="airbench-") as tmp:
+        (Path(tmp) / "cifar10").mkdir()
+        for name, ds in (("train", splits.train), ("test", splits.eval)):
+            torch.save({"images": decode_all(ds, splits.image_column).permute(0, 2, 3, 1).contiguous(),
+                        "labels": torch.tensor(ds[splits.label_column]), "classes": splits.label_names},
+                       Path(tmp) / "cifar10" / f"{name}.pt")
+        os.chdir(tmp)
+        torch.manual_seed(args.seed)
+        prepared = time.perf_counter()
+        model = airbench.train94(verbose=False)
+        torch.cuda.synchronize()
+        trained = time.perf_counter()
+        test = airbench.CifarLoader("cifar10", train=False, batch_size=2000)
+        accuracy = airbench.evaluate(model, test, tta_level=2)
+    return {"train_seconds": trained - prepared, "prepare_seconds": prepared - start,
+            "final_accuracy": accuracy, "epochs": 9.9}
+
+
+def print_c(rows: dict) -> None:
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"\n### (c) Whole runs on {device}: the cifar10 recipe, the plain loop, airbench94\n")
+    print("| row | seeds | epochs | process wall s (mean) | train s (mean) | test acc per seed | "
+          "test acc (mean) | other CPU |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    for name, runs in rows.items():
+        accs = [r["final_accuracy"] for r in runs]
+        mean = sum(accs) / len(accs)
+        print(f"| {name} | {len(runs)} | {runs[0]['epochs']:g} | {_avg(runs, 'wall'):.1f} | "
+              f"{_avg(runs, 'train_seconds'):.1f} | {', '.join(f'{a:.4f}' for a in accs)} | {mean:.4f} | "
+              f"{', '.join(percent(r['other_cpu']) for r in runs)} |")
+    if "airbench94" in rows:
+        ours, peer = (sum(r["final_accuracy"] for r in rows[k]) / len(rows[k])
+                      for k in ("cifar10 recipe", "airbench94"))
+        wall = _avg(rows["cifar10 recipe"], "wall")
+        verdict, fast = ("met" if ours >= peer else "MISSED"), ("met" if wall <= 120 else "MISSED")
+        print(f"\nrecipe {ours:.4f} vs airbench94 {peer:.4f} (target >=: {verdict}); "
+              f"recipe wall {wall:.1f} s (target <= 120 s: {fast})")
+    else:
+        print("\nairbench94 needs a CUDA GPU: its row was not run.")
+
+
+def _avg(runs: list[dict], key: str) -> float:
+    return sum(r[key] for r in runs) / len(runs)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -496,7 +574,20 @@ def main() -> None:
                         help="model of the course loop in (b): the hand-written ResNet18, or timm's "
                         "resnet18_cifar (same architecture) to leave out module-implementation differences")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
+                        help="seeds of every row of (c), e.g. 0,1")
+    parser.add_argument("--compile-modes", type=lambda s: [m for m in s.split(",") if m], default=[],
+                        help="(c): also rows of the recipe with train.compile=true in these modes, "
+                        "e.g. default,reduce-overhead")
+    parser.add_argument("--c-train-images", type=int, help="(c) on a subset: training images (a CPU try)")
+    parser.add_argument("--c-eval-images", type=int, help="(c) on a subset: test images")
+    parser.add_argument("--c-epochs", type=int, help="(c): epochs instead of the recipe's")
+    parser.add_argument("--airbench-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.data = args.data.resolve()
+    if args.airbench_worker:
+        print(json.dumps(airbench_worker(args)))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = torch.device(args.device)
     load_at_start = load_average()
@@ -507,7 +598,7 @@ def main() -> None:
         results["params"] = check_same_architecture()
         results["b"] = part_b(args, device)
     if args.full:
-        results["c"] = measured(part_c, args)
+        results["c"] = part_c(args)
     machine_facts(device, load_at_start)
     if "a" in results:
         print_a(results["a"], device)

@@ -1,0 +1,55 @@
+"""How many CPU threads a run gets.
+
+``accelerate launch`` sets ``OMP_NUM_THREADS=1`` for a single process unless told otherwise, so
+the README's own command would train on one core of a laptop. hfkit undoes that default, and
+only that: a thread count the user chose (``--num_cpu_threads_per_process N``, or
+``OMP_NUM_THREADS`` in the shell that ran the launcher) is kept.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+import torch
+
+# set in the environment of the processes it starts by `accelerate launch`, never by hand
+LAUNCHER_MARK = "ACCELERATE_DYNAMO_BACKEND"
+
+
+def usable_cores() -> int:
+    """Physical cores this process may run on (what plain ``python`` gives torch by default)."""
+    physical = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, min(physical, len(os.sched_getaffinity(0))))
+    return physical
+
+
+def launcher_default_threads() -> bool:
+    """True when ``OMP_NUM_THREADS=1`` is accelerate's default rather than the user's choice.
+
+    The launcher's parent process still shows what the user gave it: its command line (the
+    ``--num_cpu_threads_per_process`` flag) and its environment (an ``OMP_NUM_THREADS`` of the user's).
+    """
+    if os.environ.get("OMP_NUM_THREADS") != "1" or LAUNCHER_MARK not in os.environ:
+        return False
+    try:
+        launcher = psutil.Process().parent()
+        if launcher is None:
+            return False
+        cmdline, env = launcher.cmdline(), launcher.environ()
+    except psutil.Error:  # cannot see the launcher: keep what we were given
+        return False
+    launched_by_accelerate = any("accelerate" in part for part in cmdline[:3])
+    chosen = any(part.startswith("--num_cpu_threads_per_process") for part in cmdline)
+    return launched_by_accelerate and not chosen and "OMP_NUM_THREADS" not in env
+
+
+def set_cpu_threads(num_processes: int) -> str:
+    """Use every core for one process training on the CPU when only the launcher limited it;
+    returns the line to print."""
+    if num_processes == 1 and launcher_default_threads() and usable_cores() > 1:
+        torch.set_num_threads(usable_cores())
+        return (f"CPU: training on {torch.get_num_threads()} threads (accelerate launch had set "
+                "OMP_NUM_THREADS=1; choose with --num_cpu_threads_per_process N)")
+    return f"CPU: training on {torch.get_num_threads()} threads"

@@ -1,0 +1,44 @@
+"""CPU threads under a real `accelerate launch`: all cores unless the user chose a number."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, tiny_image_overrides, write_image_folder
+
+from hfkit.devices import usable_cores
+
+pytestmark = pytest.mark.slow
+
+
+def _threads_of_a_launched_run(tmp_path, launcher_args: list[str], env_extra: dict[str, str]) -> int:
+    data = write_image_folder(tmp_path / "images", {"train": 2, "val": 2})
+    sets = [arg for o in tiny_image_overrides(data) for arg in ("--set", o)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", *launcher_args, "scripts/finetune.py",
+           "--recipe", "hymenoptera", "--output-dir", str(tmp_path / "run"), "--max-steps", "1", *sets]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # as in a fresh shell
+    env.update(HF_HUB_OFFLINE="1", **env_extra)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.findall(r"CPU: training on (\d+) threads", proc.stdout + proc.stderr)
+    assert len(found) == 1, proc.stdout[-2000:]
+    return int(found[0])
+
+
+def test_accelerate_launch_trains_on_every_core(tmp_path):
+    if usable_cores() < 2:
+        pytest.skip("one core: nothing to tell apart")
+    assert _threads_of_a_launched_run(tmp_path, [], {}) == usable_cores()
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_thread_count_the_user_chose_is_kept(tmp_path, how):
+    if how == "flag":
+        assert _threads_of_a_launched_run(tmp_path, ["--num_cpu_threads_per_process", "1"], {}) == 1
+    else:
+        assert _threads_of_a_launched_run(tmp_path, [], {"OMP_NUM_THREADS": "1"}) == 1
