@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from hfkit.devices import set_cpu_threads
+from hfkit.devices import set_cpu_threads, training_precision
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification
 from hfkit.recipes import Recipe, save_recipe
@@ -73,8 +73,11 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     channels_last = recipe.model.channels_last and recipe.task == "image-classification"
     objective = objective or Classification(channels_last, recipe.train.label_smoothing)
     t, out = recipe.train, Path(recipe.output_dir)
+    precision, changed = training_precision(t.mixed_precision, PartialState().device.type)
+    if changed:
+        PartialState().print(changed)
     accelerator = Accelerator(
-        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
     _check_world(accelerator)

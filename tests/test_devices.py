@@ -10,9 +10,8 @@ import sys
 import pytest
 from conftest import REPO, tiny_image_overrides, write_image_folder
 
-from hfkit.devices import usable_cores
-
-pytestmark = pytest.mark.slow
+import hfkit.devices
+from hfkit.devices import training_precision, usable_cores
 
 
 def _threads_of_a_launched_run(tmp_path, launcher_args: list[str], env_extra: dict[str, str]) -> int:
@@ -30,15 +29,38 @@ def _threads_of_a_launched_run(tmp_path, launcher_args: list[str], env_extra: di
     return int(found[0])
 
 
+@pytest.mark.slow
 def test_accelerate_launch_trains_on_every_core(tmp_path):
     if usable_cores() < 2:
         pytest.skip("one core: nothing to tell apart")
     assert _threads_of_a_launched_run(tmp_path, [], {}) == usable_cores()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "environment"])
 def test_a_thread_count_the_user_chose_is_kept(tmp_path, how):
     if how == "flag":
         assert _threads_of_a_launched_run(tmp_path, ["--num_cpu_threads_per_process", "1"], {}) == 1
     else:
         assert _threads_of_a_launched_run(tmp_path, [], {"OMP_NUM_THREADS": "1"}) == 1
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16_kernels(monkeypatch):
+    monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: False)
+    precision, why = training_precision("bf16", "cpu")
+    assert precision == "no" and "fp32" in why
+    assert training_precision("bf16", "cuda") == ("bf16", None)  # GPUs are left to accelerate
+    assert training_precision("no", "cpu") == ("no", None)
+    monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: True)
+    assert training_precision("bf16", "cpu") == ("bf16", None)
+
+
+def test_a_run_says_when_it_trains_in_another_precision(tiny_overrides, tmp_path, monkeypatch, capsys):
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: False)
+    recipe = load_recipe("hymenoptera", [*tiny_overrides, "train.mixed_precision=bf16", "train.epochs=1"],
+                         output_dir=str(tmp_path))
+    finetune(recipe, max_steps=1)
+    assert "training in fp32 instead of the recipe's train.mixed_precision=bf16" in capsys.readouterr().out

@@ -416,14 +416,14 @@ def print_b(rows: dict, params: tuple[int, int], device: torch.device) -> None:
 # -- (c) the whole recipe against a peer and the plain loop --------------------------------------
 
 def part_c(args) -> dict:
-    """Rows of whole processes, each seed once: the recipe (and with compile), the plain loop of
-    loop_overhead.py with the recipe's model and settings, airbench94 (GPU only)."""
+    """Rows of whole processes, each seed once: the recipe (with compile: the first seed only), the
+    plain loop of loop_overhead.py with the recipe's model and settings, airbench94 (GPU only)."""
     rows: dict[str, list[dict]] = {}
-    variants = {"cifar10 recipe": []}
-    variants.update({f"cifar10 recipe, compile {mode}": ["train.compile=true", f"train.compile_mode={mode}"]
-                     for mode in args.compile_modes})
-    for seed in args.seeds:
-        for name, extra in variants.items():
+    compiled = {f"cifar10 recipe, compile {mode}": ["train.compile=true", f"train.compile_mode={mode}"]
+                for mode in args.compile_modes}
+    for k, seed in enumerate(args.seeds):
+        rows.setdefault("cifar10 recipe", []).append(recipe_row(args, seed, []))
+        for name, extra in compiled.items() if k == 0 else ():  # compiling costs minutes: one seed
             rows.setdefault(name, []).append(recipe_row(args, seed, extra))
         rows.setdefault("plain loop (loop_overhead.py)", []).append(plain_row(args, seed))
         if torch.cuda.is_available():

@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -54,8 +55,16 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
     """Run ``cmd`` from the repository root; wall seconds, the CPU seconds it used, the share of the
     machine other processes used meanwhile (a few percent is quiet), and its output."""
     before, start = _cpu_seconds(), time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env or clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    # its own process group: a benchmark stopped by Ctrl-C or a timeout stops what it launched too
+    child = subprocess.Popen(cmd, cwd=REPO, env=env or clean_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     wall = time.perf_counter() - start
     after = _cpu_seconds()
     if proc.returncode != 0:
@@ -92,6 +101,8 @@ def machine_line() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    bf16 = "bf16 kernels" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no bf16 kernels"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return (f"{datetime.datetime.now().isoformat(timespec='minutes')}; {cpu}, {os.cpu_count()} logical "
-            f"CPUs{gpu}; load average {load}; torch {torch.__version__}")
+    return (f"{datetime.datetime.now().isoformat(timespec='minutes')}; {cpu} "
+            f"({torch.backends.cpu.get_cpu_capability()}, {bf16}), {os.cpu_count()} logical CPUs{gpu}; "
+            f"load average {load}; torch {torch.__version__}")
