@@ -41,7 +41,8 @@ shared machine, rerun rows where it is more than a few percent.
       ``--train-images``, ``data.max_eval_samples=1000``, ``train.epochs=1`` and
       ``train.batch_size`` 128 (and the recipe's own 512, see ``--hfkit-batches``);
       ``train_samples_per_second`` of the returned metrics, timed over the whole training loop
-      (first batches included, so no warm-up is skipped on this side): bf16 autocast,
+      (first batches included, so no warm-up is skipped on this side): bf16 autocast (fp32 on a
+      CPU without bf16 kernels),
       channels-last and in-memory device augmentation (crop + flip).
     Target: hfkit >= 1.5x the course loop's images/s.
 
@@ -371,10 +372,15 @@ def train_hfkit(args, batch_size: int) -> dict:
         out = Path(tmp) / "run"
         proc = run_process(hfkit_command("cifar10", out, overrides))
         results = json.loads((out / "all_results.json").read_text())
+    from hfkit.devices import training_precision
+
     recipe = recipe_for(args.data, overrides)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = training_precision(recipe.train.mixed_precision, device)
     return {"images": results["train_samples"], "timed_images": results["train_samples"],
             "seconds": results["train_runtime"], "images_per_s": results["train_samples_per_second"],
-            "batch": batch_size, "wall": proc["wall"], "precision": recipe.train.mixed_precision,
+            "batch": batch_size, "wall": proc["wall"],
+            "precision": "fp32" if precision[0] == "no" else f"{precision[0]} autocast",
             "channels_last": recipe.model.channels_last, "other_cpu": proc["other_cpu"]}
 
 
@@ -398,7 +404,7 @@ def print_b(rows: dict, params: tuple[int, int], device: torch.device) -> None:
             what = f"fp32, NCHW, per-image PIL transforms (2 workers), {r['model']} model"
             timed = f"{r['timed_images']:,} (first {WARMUP_BATCHES} batches skipped)"
         else:
-            what = (f"`accelerate launch scripts/finetune.py --recipe cifar10` ({r['precision']} autocast"
+            what = (f"`accelerate launch scripts/finetune.py --recipe cifar10` ({r['precision']}"
                     f"{', channels-last' if r['channels_last'] else ''}, in-memory device augmentation; "
                     f"process wall {r['wall']:.1f} s)")
             timed = f"{r['timed_images']:,} (all batches)"

@@ -7,8 +7,9 @@
 Both sides are whole processes (start-up included), on the same seeded CIFAR-10 subset of
 ``--data``, decoded by the same ``decode_all`` into one uint8 tensor, augmented by the same
 ``BatchAugment`` (the ``cifar10`` recipe's crop, flip and Cutout), with the same model, SGD
-settings, schedule (linear warm-up and decay), label smoothing, bf16 autocast, channels-last and
-flip-TTA evaluation after every epoch:
+settings, schedule (linear warm-up and decay), label smoothing, precision (bf16 autocast, or fp32
+where hfkit falls back to it on a CPU without bf16 kernels), channels-last and flip-TTA
+evaluation after every epoch:
 
 - plain: a 40-line loop (``--plain-worker``): images on the device, one ``randperm`` per epoch,
   no accelerate, no checkpoints, no plots — the fastest honest reference;
@@ -48,10 +49,12 @@ def plain_worker(args) -> dict:
     import hfkit.models  # noqa: F401  (registers resnet18_cifar)
     from hfkit.data.images import load_image_splits
     from hfkit.data.tensor_images import batch_augment, decode_all
+    from hfkit.devices import training_precision
     from hfkit.recipes import load_recipe
 
     recipe = load_recipe("cifar10", recipe_overrides(args))
     d, t, device = recipe.data, recipe.train, torch.device(args.device)
+    bf16 = training_precision(t.mixed_precision, device.type)[0] == "bf16"  # as hfkit decides
     torch.manual_seed(t.seed)
     splits = load_image_splits(d, t.seed)
     data = {name: (decode_all(ds, splits.image_column).to(device),
@@ -76,7 +79,7 @@ def plain_worker(args) -> dict:
         for i in range(0, n, t.batch_size):
             idx = order[i:i + t.batch_size]
             x = augment(images[idx], seed=epoch * 100_003 + i, train=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = F.cross_entropy(model(x).float(), labels[idx], label_smoothing=t.label_smoothing)
             loss.backward()
             optimizer.step()
@@ -85,17 +88,17 @@ def plain_worker(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - start
-        accuracies.append(evaluate(model, augment, *data["eval"], device))
+        accuracies.append(evaluate(model, augment, *data["eval"], device, bf16))
     return {"train_images_per_s": n * t.epochs / train_seconds, "train_seconds": train_seconds,
             "best_accuracy": max(accuracies), "final_accuracy": accuracies[-1]}
 
 
-def evaluate(model, augment, images, labels, device) -> float:
+def evaluate(model, augment, images, labels, device, bf16: bool) -> float:
     import torch
 
     model.eval()
     correct = torch.zeros((), device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(0, len(labels), 1000):
             x = augment(images[i:i + 1000])
             logits = model(x) + model(x.flip(-1))
