@@ -12,6 +12,8 @@ import os
 
 import psutil
 import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 
 # set in the environment of the processes it starts by `accelerate launch`, never by hand
 LAUNCHER_MARK = "ACCELERATE_DYNAMO_BACKEND"
@@ -71,3 +73,10 @@ def training_precision(requested: str, device_type: str) -> tuple[str, str | Non
                       "autocast runs several times slower than fp32: training in fp32 instead of the "
                       "recipe's train.mixed_precision=bf16")
     return requested, None
+
+
+def process_state() -> PartialState:
+    """accelerate's state of this process, made the way ``Accelerator`` makes it: the first one
+    made is the one every later call gets, and a bare ``PartialState()`` would ignore
+    ``ACCELERATE_USE_CPU`` and leave CPU processes launched together each on its own."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

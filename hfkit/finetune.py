@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
+from hfkit.devices import process_state
 from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification
@@ -178,7 +178,7 @@ def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
            draw: Callable[[Path], None]) -> dict[str, Any]:
     """Write all_results.json and the plots, push if asked (main process only)."""
     results["interrupted"] = state.interrupted
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         out = Path(recipe.output_dir)
         (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         if state.history:

@@ -163,7 +163,8 @@ class TrainArgs:
     label_smoothing: float = 0.0
     """Label smoothing for the cross-entropy loss."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    """Autocast precision. bf16 runs on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs."""
+    """Autocast precision. bf16 runs on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs; on a CPU
+    without bf16 kernels (AVX2 only) hfkit trains in fp32 instead."""
     seed: int = 42
     """Seed for initialisation, shuffling, augmentation and subsets."""
     strategy: Literal["full", "linear-probe", "freeze-then-unfreeze"] = "full"

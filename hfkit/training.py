@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration
 from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from hfkit.devices import set_cpu_threads, training_precision
+from hfkit.devices import process_state, set_cpu_threads, training_precision
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification
 from hfkit.recipes import Recipe, save_recipe
@@ -73,9 +73,9 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     channels_last = recipe.model.channels_last and recipe.task == "image-classification"
     objective = objective or Classification(channels_last, recipe.train.label_smoothing)
     t, out = recipe.train, Path(recipe.output_dir)
-    precision, changed = training_precision(t.mixed_precision, PartialState().device.type)
+    precision, changed = training_precision(t.mixed_precision, process_state().device.type)
     if changed:
-        PartialState().print(changed)
+        process_state().print(changed)
     accelerator = Accelerator(
         mixed_precision=precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
@@ -248,8 +248,9 @@ class _Loop:
                 self.save_checkpoint()
                 started = time.perf_counter()
         bar.close()
-        s.train_seconds += time.perf_counter() - started
-        return self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
+        summary = self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
+        s.train_seconds += time.perf_counter() - started  # after reading totals: the device is done
+        return summary
 
     def train_step(self, batch) -> torch.Tensor:
         """One micro-batch; returns [loss sum, correct, count], still on the device."""
@@ -326,10 +327,16 @@ class _Loop:
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         if acc.is_main_process:
-            s.save(tmp)
             save_recipe(self.recipe, tmp / "recipe.yaml")
-            shutil.rmtree(final, ignore_errors=True)
+            s.save(tmp)  # last: a folder with its trainer state is complete
+            # a re-save of the same step (resuming a run stopped at an epoch end) moves the old
+            # copy aside rather than deleting it: a crash in between leaves one complete copy
+            previous = root / f".old-{final.name}"
+            if final.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+                os.replace(final, previous)
             os.replace(tmp, final)
+            shutil.rmtree(previous, ignore_errors=True)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -384,10 +391,25 @@ def find_checkpoint(out: Path, resume: str) -> Path:
             raise FileNotFoundError(f"--resume: '{resume}' is not an hfkit checkpoint folder "
                                     f"(no {STATE_FILE})")
         return path
-    found = sorted((out / CHECKPOINTS).glob("step-*"))
+    found = checkpoints(out)
     if not found:
         raise FileNotFoundError(f"--resume latest: no checkpoint in {out / CHECKPOINTS}")
     return found[-1]
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The complete checkpoints in ``out``, oldest first, after finishing a swap that a crash cut
+    short: a missing ``step-N`` is taken from its complete new copy (``.tmp-step-N``) or, failing
+    that, from the copy moved aside (``.old-step-N``)."""
+    root = out / CHECKPOINTS
+    if process_state().is_main_process:
+        for pattern in (".tmp-step-*", ".old-step-*"):
+            for folder in sorted(root.glob(pattern)):
+                final = root / folder.name.split("-", 1)[1]
+                if not final.exists() and (folder / STATE_FILE).is_file():
+                    os.replace(folder, final)
+    process_state().wait_for_everyone()
+    return sorted(root.glob("step-*"))
 
 
 def _check_world(accelerator: Accelerator) -> None:
@@ -404,7 +426,7 @@ def check_output_dir(out: Path, resume: str | None) -> Path | None:
     """The checkpoint to resume from; refuses to mix a new run into an old run's checkpoints."""
     if resume:
         return find_checkpoint(out, resume)
-    if any((out / CHECKPOINTS).glob("step-*")):
+    if checkpoints(out):
         raise FileExistsError(
             f"{out} already holds checkpoints of an earlier run. Continue it with --resume latest, "
             "or choose another --output-dir (or delete the folder) to start afresh.")

@@ -298,3 +298,15 @@ def test_field_docs_cover_every_field(cls):
     names = [f.name for f in dataclasses.fields(cls)]
     assert sorted(docs) == sorted(names)
     assert all(docs[n].strip() for n in names)
+
+
+def test_readme_field_table_is_current():
+    """README.md's recipe field table is what scripts/recipe_fields.py generates from the docstrings."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "scripts/recipe_fields.py", "--check"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

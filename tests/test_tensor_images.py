@@ -240,3 +240,35 @@ def test_flip_test_time_augmentation_averages_the_logits_of_both_views():
     assert torch.allclose(plain.logits_and_labels(model, batch)[0], model(x))
     # training never averages: the loss sees the augmented batch once
     assert torch.allclose(tta.logits_and_labels(model, batch, train=True)[0], model(x))
+
+
+def test_the_cifar10_recipe_fields_reach_augmentation_evaluation_and_the_optimizer(tmp_path, monkeypatch):
+    """Cutout size, flip TTA and weight decay on every parameter, as the recipe sets them, are
+    what the run uses."""
+    import hfkit.finetune
+    import hfkit.training
+    from hfkit.finetune import finetune
+    from hfkit.objectives import Classification
+    from hfkit.recipes import load_recipe
+
+    objectives, optimizers = [], []
+
+    class Recording(Classification):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            objectives.append(self)
+
+    make_optimizer = hfkit.training.make_optimizer
+    monkeypatch.setattr(hfkit.finetune, "Classification", Recording)
+    monkeypatch.setattr(hfkit.training, "make_optimizer",
+                        lambda model, t: optimizers.append(make_optimizer(model, t)) or optimizers[-1])
+    data = write_cifar_like(tmp_path / "data", per_class=2, test_per_class=1, size=16)
+    recipe = load_recipe("cifar10", [f"data.path={data}", "model.name=test_resnet", "data.image_size=16",
+                                     "train.epochs=1", "train.batch_size=4", "train.mixed_precision=no",
+                                     "eval.num_preview_images=0"], output_dir=str(tmp_path / "run"))
+    finetune(recipe)
+    (objective,), (optimizer,) = objectives, optimizers
+    assert objective.tta_hflip and objective.label_smoothing == 0.2
+    augment = objective.batch_transform
+    assert (augment.erase, augment.erase_size, augment.pad) == (1.0, 8, 4)
+    assert all(g["weight_decay"] == 5e-4 for g in optimizer.param_groups)

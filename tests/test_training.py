@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -217,3 +218,46 @@ def test_weight_decay_of_norm_layers_and_biases_follows_the_recipe(decay_all):
     assert decay[id(conv)] == t.weight_decay
     assert decay[id(bn)] == (t.weight_decay if decay_all else 0.0)
     assert len(decay) == len(list(model.parameters()))
+
+
+# -- a crash while a checkpoint is swapped in ---------------------------------------------------
+
+def test_a_crash_while_re_saving_a_step_keeps_a_complete_checkpoint(tiny_overrides, tmp_path, monkeypatch):
+    """A run stopped at an epoch end re-saves that step when resumed; killed between moving the old
+    copy aside and moving the new one in, it leaves no step-N: the next --resume recovers one and
+    finishes with the same weights as an uninterrupted run. A fresh run is refused meanwhile."""
+    import hfkit.training
+
+    full = _run(tiny_overrides, tmp_path / "full")
+    _run(tiny_overrides, tmp_path / "run", max_steps=6)  # 6 steps: the end of epoch 1
+    root = tmp_path / "run" / "checkpoints"
+    replace = os.replace
+
+    def killed_before_the_new_copy_is_in(src, dst):
+        if Path(src).name == ".tmp-step-00000006":
+            raise KeyboardInterrupt("kill -9")
+        return replace(src, dst)
+
+    monkeypatch.setattr(hfkit.training.os, "replace", killed_before_the_new_copy_is_in)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_overrides, tmp_path / "run", resume="latest")
+    monkeypatch.undo()
+    assert sorted(p.name for p in root.iterdir()) == [".old-step-00000006", ".tmp-step-00000006"]
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        _run(tiny_overrides, tmp_path / "run")
+    resumed = _run(tiny_overrides, tmp_path / "run", resume="latest")
+    assert resumed["global_step"] == full["global_step"]
+    a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_incomplete_new_copy_is_not_taken_for_a_checkpoint(tiny_overrides, tmp_path):
+    from hfkit.training import STATE_FILE, checkpoints
+
+    _run(tiny_overrides, tmp_path, max_steps=2)
+    root = tmp_path / "checkpoints"
+    (root / "step-00000002").rename(root / ".old-step-00000002")
+    (root / ".tmp-step-00000002").mkdir()  # killed inside save_state: no trainer state yet
+    found = checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step-00000002"] and (found[0] / STATE_FILE).is_file()
+    assert json.loads((found[0] / STATE_FILE).read_text())["global_step"] == 2
