@@ -1,9 +1,10 @@
-"""How many CPU threads a run gets.
+"""What the hardware affords a run: CPU threads, the autocast precision, accelerate's state.
 
 ``accelerate launch`` sets ``OMP_NUM_THREADS=1`` for a single process unless told otherwise, so
 the README's own command would train on one core of a laptop. hfkit undoes that default, and
 only that: a thread count the user chose (``--num_cpu_threads_per_process N``, or
-``OMP_NUM_THREADS`` in the shell that ran the launcher) is kept.
+``OMP_NUM_THREADS`` in the shell that ran the launcher) is kept. Likewise a recipe's bf16 is
+kept wherever the hardware runs it, and replaced by fp32 on CPUs that would only emulate it.
 """
 
 from __future__ import annotations
