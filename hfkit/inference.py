@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from hfkit.data.images import decode_image, decode_size, image_transforms
+from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.qa import top_spans
@@ -33,7 +33,7 @@ class ImageClassifier:
     def load(self, image: str | os.PathLike | bytes | PIL.Image.Image) -> PIL.Image.Image:
         """Decode exactly as the evaluation set was decoded during training."""
         if isinstance(image, PIL.Image.Image):
-            return image.convert("RGB")
+            return to_rgb(image)
         return decode_image(image if isinstance(image, bytes) else os.fspath(image), self.min_size)
 
     @torch.inference_mode()
@@ -49,7 +49,7 @@ class ImageClassifier:
 def _tensor_eval_transform(augment):
     """PIL image -> the normalised tensor the in-memory evaluation computed for it."""
     def transform(img: PIL.Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+        pixels = torch.from_numpy(np.asarray(to_rgb(img)).copy()).permute(2, 0, 1)
         return augment(pixels[None])[0]
     return transform
 

@@ -199,3 +199,20 @@ def test_real_parquet_hub_layout():
     assert (len(splits.train), len(splits.eval)) == (50, 20)
     train, _ = image_datasets(splits, _model(), DataArgs(), seed=0)
     assert len(train) == 50 and train[0][0].shape == (3, 32, 32)
+
+
+
+def test_a_16_bit_png_keeps_its_grey_levels(tmp_path):
+    """Mode I;16 (0..65535): scaled to 8 bits, not clipped to white by convert("RGB")."""
+    from hfkit.data.images import decode_image
+    from hfkit.data.tensor_images import decode_all
+
+    gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))
+    path = tmp_path / "deep.png"
+    PIL.Image.fromarray(gradient).save(path)
+    assert PIL.Image.open(path).mode.startswith("I")
+    rgb = np.asarray(decode_image(str(path)))
+    assert rgb.shape == (8, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    np.testing.assert_array_equal(rgb[0, :, 0], gradient[0] >> 8)
+    ds = datasets.Dataset.from_dict({"image": [str(path)]}).cast_column("image", datasets.Image())
+    assert torch.equal(decode_all(ds, "image")[0, 0], torch.from_numpy(rgb[..., 0]))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import PIL.Image
 import torch
 from timm.data import create_transform, resolve_data_config
@@ -59,9 +60,18 @@ def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None)
     with PIL.Image.open(fp) as img:
         if min_size and img.format == "JPEG":
             img.draft("RGB", (min_size, min_size))  # DCT scaling: 2592px decodes as 648px
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")  # palette GIF/PNG: go through RGBA to keep colours right
-        return img.convert("RGB")  # forces a full decode, so truncated files fail here
+        return to_rgb(img)  # forces a full decode, so truncated files fail here
+
+
+def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
+    """8-bit RGB. Pillow's ``convert("RGB")`` clips 16-bit grey levels (0..65535) at 255, so a
+    16-bit PNG would come out nearly white: those are scaled to 8 bits first. Palette images with
+    transparency go through RGBA to keep their colours."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        img = PIL.Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
 
 
 def load_image_splits(args, seed: int) -> ImageSplits:

@@ -117,13 +117,32 @@ def _read_cifar100(folder: Path) -> datasets.DatasetDict:
     return datasets.DatasetDict(splits)
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR's batches hold: dicts, lists, bytes, numbers and numpy arrays.
+
+    A pickle names the functions it calls to rebuild objects; a crafted one names ``os.system``.
+    Only numpy's array and dtype constructors are looked up, so nothing else can run.
+    """
+
+    # _codecs.encode: how Python 3 writes bytes in protocol 2 (it only turns a str into bytes)
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray",
+                                               "numpy.core.numeric", "numpy._core.numeric")
+                 for name in ("_reconstruct", "_frombuffer"))}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it asks to run {module}.{name}, which CIFAR batches never do; "
+                                         "it was not loaded")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
-    # Unpickling runs code from the file. CIFAR's official distribution exists only as pickles,
-    # so they are trusted here because the user pointed data.path at them; nothing but these
-    # named CIFAR files (batches.meta / meta, data_batch_*, test_batch, train, test) is unpickled.
+    # CIFAR's official distribution exists only as pickles: read them, but never run what a
+    # crafted file names (see _CifarUnpickler)
     try:
         with open(path, "rb") as f:
-            content = pickle.load(f, encoding="bytes")
+            content = _CifarUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
         raise ValueError(f"{path}: not a CIFAR python pickle ({type(e).__name__}: {e})") from e
     if not isinstance(content, dict):

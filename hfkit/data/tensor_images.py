@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hfkit.data.images import to_rgb
+
 # the images of a set this size or smaller are decoded into memory when data.in_memory is unset
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
 
@@ -33,7 +35,7 @@ def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
     def load(entry) -> np.ndarray:
         source = io.BytesIO(entry["bytes"]) if entry.get("bytes") else entry["path"]
         with PIL.Image.open(source) as img:
-            img = img.convert("RGB")
+            img = to_rgb(img)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), PIL.Image.BILINEAR)
             return np.asarray(img)
