@@ -215,4 +215,4 @@ def test_a_16_bit_png_keeps_its_grey_levels(tmp_path):
     assert rgb.shape == (8, 64, 3) and (rgb[..., 0] == rgb[..., 2]).all()
     np.testing.assert_array_equal(rgb[0, :, 0], gradient[0] >> 8)
     ds = datasets.Dataset.from_dict({"image": [str(path)]}).cast_column("image", datasets.Image())
-    assert torch.equal(decode_all(ds, "image")[0, 0], torch.from_numpy(rgb[..., 0]))
+    assert torch.equal(decode_all(ds, "image")[0, 0], torch.from_numpy(rgb[..., 0].copy()))

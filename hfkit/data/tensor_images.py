@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hfkit.data.images import to_rgb
+from hfkit.data.images import EpochSampler, to_rgb
 
 # the images of a set this size or smaller are decoded into memory when data.in_memory is unset
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
@@ -234,8 +234,6 @@ def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages]:
 def make_tensor_loader(ds: TensorImages, batch_size: int, shuffle: bool, seed: int,
                        drop_last: bool = False) -> torch.utils.data.DataLoader:
     """Batches by one indexing operation each (no workers needed), in a (seed, epoch) order."""
-    from hfkit.data.images import EpochSampler
-
     sampler = EpochSampler(len(ds), seed, shuffle)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate_batch,
                                        num_workers=0, pin_memory=torch.cuda.is_available(),

@@ -77,7 +77,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from common import _cpu_seconds, hfkit_command, last_json_line, percent, run_process
+from common import cpu_seconds, hfkit_command, last_json_line, percent, run_process
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,9 +147,9 @@ def course_loader(images, labels, seed: int) -> torch.utils.data.DataLoader:
 def measured(fn, *args) -> dict:
     """``fn(*args)`` (a result row), plus ``other_cpu``: the share of the machine's CPU time that
     other processes used meanwhile (a shared machine's noise; a few percent is quiet)."""
-    before, start = _cpu_seconds(), time.perf_counter()
+    before, start = cpu_seconds(), time.perf_counter()
     row = fn(*args)
-    after, wall = _cpu_seconds(), time.perf_counter() - start
+    after, wall = cpu_seconds(), time.perf_counter() - start
     row["other_cpu"] = None
     if before is not None and after is not None:
         other = (after[0] - before[0]) - (after[1] - before[1])

@@ -36,7 +36,7 @@ def hfkit_command(recipe: str, output_dir: Path, overrides: list[str]) -> list[s
             *[arg for o in overrides for arg in ("--set", o)]]
 
 
-def _cpu_seconds() -> tuple[float, float] | None:
+def cpu_seconds() -> tuple[float, float] | None:
     """(CPU seconds busy on the whole machine, CPU seconds of this process and its reaped children)."""
     import resource
 
@@ -54,7 +54,7 @@ def _cpu_seconds() -> tuple[float, float] | None:
 def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
     """Run ``cmd`` from the repository root; wall seconds, the CPU seconds it used, the share of the
     machine other processes used meanwhile (a few percent is quiet), and its output."""
-    before, start = _cpu_seconds(), time.perf_counter()
+    before, start = cpu_seconds(), time.perf_counter()
     # its own process group: a benchmark stopped by Ctrl-C or a timeout stops what it launched too
     child = subprocess.Popen(cmd, cwd=REPO, env=env or clean_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -66,7 +66,7 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
         raise
     proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     wall = time.perf_counter() - start
-    after = _cpu_seconds()
+    after = cpu_seconds()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     row = {"wall": wall, "stdout": proc.stdout, "stderr": proc.stderr, "cpu_seconds": None,
