@@ -77,7 +77,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from common import cpu_seconds, hfkit_command, last_json_line, percent, run_process
+from common import cpu_seconds, last_json_line, percent, run_process, run_recipe
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -368,10 +368,8 @@ def train_hfkit(args, batch_size: int) -> dict:
     overrides = [f"data.path={args.data}", f"data.max_train_samples={args.train_images}",
                  "data.max_eval_samples=1000", "train.epochs=1", f"train.batch_size={batch_size}",
                  f"train.seed={args.seed}", "eval.num_preview_images=0"]
-    with tempfile.TemporaryDirectory(prefix="cifar10-bench-") as tmp:
-        out = Path(tmp) / "run"
-        proc = run_process(hfkit_command("cifar10", out, overrides))
-        results = json.loads((out / "all_results.json").read_text())
+    proc = run_recipe("cifar10", overrides)
+    results = proc["results"]
     from hfkit.devices import training_precision
 
     recipe = recipe_for(args.data, overrides)
@@ -446,12 +444,8 @@ def subset_overrides(args) -> list[str]:
 def recipe_row(args, seed: int, extra: list[str]) -> dict:
     overrides = [o for o in (f"data.path={args.data}", f"train.seed={seed}", *subset_overrides(args),
                              *extra, *args.overrides) if o]
-    with tempfile.TemporaryDirectory(prefix="cifar10-full-") as tmp:
-        out = Path(tmp) / "run"
-        proc = run_process(hfkit_command("cifar10", out, overrides))
-        results = json.loads((out / "all_results.json").read_text())
-        history = json.loads((sorted((out / "checkpoints").glob("step-*"))[-1] / "trainer_state.json")
-                             .read_text())["history"]
+    proc = run_recipe("cifar10", overrides)
+    results, history = proc["results"], proc["history"]
     return {"seed": seed, "wall": proc["wall"], "train_seconds": results["train_runtime"],
             "epochs": len(history), "final_accuracy": history[-1]["eval_accuracy"],
             "epoch_seconds": [h["epoch_seconds"] for h in history], "other_cpu": proc["other_cpu"]}

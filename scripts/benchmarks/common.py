@@ -10,9 +10,11 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +78,22 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
         row["cpu_seconds"] = own
         row["other_cpu"] = max((after[0] - before[0]) - own, 0.0) / (wall * (os.cpu_count() or 1))
     return row
+
+
+def run_recipe(recipe: str, overrides: list[str], out: Path | None = None) -> dict:
+    """The README's command as a process (``run_process``), with what its run folder reports:
+    ``results`` (all_results.json), ``history`` (per-epoch records of its last checkpoint) and
+    ``threads`` (the CPU thread count it printed, or None). ``out``: the output folder (default:
+    a temporary one, removed afterwards)."""
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix=f"{recipe}-bench-") as tmp:
+            return run_recipe(recipe, overrides, Path(tmp) / "run")
+    row = run_process(hfkit_command(recipe, out, overrides))
+    last = sorted((out / "checkpoints").glob("step-*"))[-1]
+    threads = re.search(r"CPU: training on (\d+) threads", row["stdout"])
+    return {**row, "results": json.loads((out / "all_results.json").read_text()),
+            "history": json.loads((last / "trainer_state.json").read_text())["history"],
+            "threads": int(threads[1]) if threads else None}
 
 
 def last_json_line(text: str) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 # at module level no more than the tutorial imports: the worker's start-up is part of what is timed
 import torch
-from common import REPO, hfkit_command, last_json_line, machine_line, percent, run_process
+from common import REPO, last_json_line, machine_line, percent, run_process, run_recipe
 from torchvision import datasets, models, transforms
 
 
@@ -100,16 +99,13 @@ def run_tutorial(data: Path, weights: Path, epochs: int) -> dict:
 
 
 def run_hfkit(data: Path, weights: Path, epochs: int, out: Path, extra: list[str]) -> dict:
-    proc = run_process(hfkit_command("hymenoptera", out, [
-        f"data.path={data}", f"model.pretrained={weights}", f"train.epochs={epochs}", *extra]))
-    results = json.loads((out / "all_results.json").read_text())
-    last = sorted((out / "checkpoints").glob("step-*"))[-1]
-    history = json.loads((last / "trainer_state.json").read_text())["history"]
-    threads = re.search(r"CPU: training on (\d+) threads", proc["stdout"])  # what hfkit chose
-    return {**proc, "epoch_seconds": [h["epoch_seconds"] for h in history],
+    row = run_recipe("hymenoptera", [f"data.path={data}", f"model.pretrained={weights}",
+                                     f"train.epochs={epochs}", *extra], out)
+    results, history = row.pop("results"), row.pop("history")
+    return {**row, "epoch_seconds": [h["epoch_seconds"] for h in history],
             "images": results["train_samples"] + results["eval_samples"],
             "best_accuracy": results["eval_accuracy"], "train_runtime": results["train_runtime"],
-            "total_runtime": results["total_runtime"], "threads": int(threads[1]) if threads else None}
+            "total_runtime": results["total_runtime"]}
 
 
 def main() -> None:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import REPO, hfkit_command, last_json_line, machine_line, percent, run_process
+from common import REPO, last_json_line, machine_line, percent, run_process, run_recipe
 
 
 def minilm_folder() -> Path:
@@ -102,12 +101,11 @@ def run_plain(args: argparse.Namespace) -> dict:
 
 
 def run_hfkit(args: argparse.Namespace, out: Path) -> dict:
-    proc = run_process(hfkit_command("imdb", out, recipe_overrides(args)))
-    results = json.loads((out / "all_results.json").read_text())
-    threads = re.search(r"CPU: training on (\d+) threads", proc["stdout"])  # what hfkit chose
-    return {**proc, "examples_per_s": results["train_samples_per_second"],
-            "train_seconds": results["train_runtime"], "accuracy": results["eval_accuracy"],
-            "threads": int(threads[1]) if threads else None}
+    row = run_recipe("imdb", recipe_overrides(args), out)
+    results = row.pop("results")
+    del row["history"]
+    return {**row, "examples_per_s": results["train_samples_per_second"],
+            "train_seconds": results["train_runtime"], "accuracy": results["eval_accuracy"]}
 
 
 def main() -> None:

@@ -27,11 +27,10 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, hfkit_command, last_json_line, machine_line, percent, run_process
+from common import REPO, last_json_line, machine_line, percent, run_process, run_recipe
 
 
 def recipe_overrides(args) -> list[str]:
@@ -116,10 +115,8 @@ def run_plain(args) -> dict:
 
 
 def run_hfkit(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="loop-overhead-") as tmp:
-        out = Path(tmp) / "run"
-        row = run_process(hfkit_command("cifar10", out, [*recipe_overrides(args), *args.overrides]))
-        results = json.loads((out / "all_results.json").read_text())
+    row = run_recipe("cifar10", [*recipe_overrides(args), *args.overrides])
+    results = row["results"]
     return {"train_images_per_s": results["train_samples_per_second"],
             "train_seconds": results["train_runtime"], "best_accuracy": results["eval_accuracy"],
             "wall": row["wall"], "other_cpu": row["other_cpu"]}
