@@ -28,24 +28,37 @@ def usable_cores() -> int:
     return physical
 
 
+def _launcher() -> psutil.Process | None:
+    """The ``accelerate launch`` process that started this one, if one did."""
+    if LAUNCHER_MARK not in os.environ:
+        return None
+    try:
+        parent = psutil.Process().parent()
+        return parent if parent is not None and any("accelerate" in p for p in parent.cmdline()[:3]) else None
+    except psutil.Error:  # cannot see it: behave as if started by hand
+        return None
+
+
+def launcher_pid() -> int | None:
+    launcher = _launcher()
+    return None if launcher is None else launcher.pid
+
+
 def launcher_default_threads() -> bool:
     """True when ``OMP_NUM_THREADS=1`` is accelerate's default rather than the user's choice.
 
-    The launcher's parent process still shows what the user gave it: its command line (the
+    The launcher process still shows what the user gave it: its command line (the
     ``--num_cpu_threads_per_process`` flag) and its environment (an ``OMP_NUM_THREADS`` of the user's).
     """
-    if os.environ.get("OMP_NUM_THREADS") != "1" or LAUNCHER_MARK not in os.environ:
+    launcher = _launcher() if os.environ.get("OMP_NUM_THREADS") == "1" else None
+    if launcher is None:
         return False
     try:
-        launcher = psutil.Process().parent()
-        if launcher is None:
-            return False
         cmdline, env = launcher.cmdline(), launcher.environ()
     except psutil.Error:  # cannot see the launcher: keep what we were given
         return False
-    launched_by_accelerate = any("accelerate" in part for part in cmdline[:3])
     chosen = any(part.startswith("--num_cpu_threads_per_process") for part in cmdline)
-    return launched_by_accelerate and not chosen and "OMP_NUM_THREADS" not in env
+    return not chosen and "OMP_NUM_THREADS" not in env
 
 
 def set_cpu_threads(num_processes: int) -> str:

@@ -19,7 +19,7 @@ from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification
 from hfkit.recipes import Recipe
-from hfkit.training import TrainerState, check_output_dir, fit
+from hfkit.training import TrainerState, check_output_dir, fit, output_lock
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
 
@@ -35,9 +35,11 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
     """Run ``recipe``; returns the metrics also written to ``all_results.json``."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {max_steps}")
-    check_output_dir(Path(recipe.output_dir), resume)  # before minutes of data loading
-    set_seed(recipe.train.seed)
-    return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
+    out = Path(recipe.output_dir)
+    with output_lock(out):  # held until the results are written: one run per folder
+        check_output_dir(out, resume, recipe)  # before minutes of data loading
+        set_seed(recipe.train.seed)
+        return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
 
 
 @register_task("image-classification")

@@ -7,9 +7,11 @@ best-model saving, early stopping, atomic ``save_state`` checkpoints and exact r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -28,13 +30,25 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from hfkit.devices import process_state, set_cpu_threads, training_precision
+from hfkit.devices import launcher_pid, process_state, set_cpu_threads, training_precision
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification
 from hfkit.recipes import Recipe, save_recipe
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one run per folder is then up to the user
+    fcntl = None
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+LOCK_FILE = ".hfkit-run.lock"
+# recipe fields a resumed run may change without making its past inexact; any other change is refused
+RESUME_MAY_CHANGE = frozenset({
+    "name", "description", "output_dir", "train.epochs", "train.checkpoint_steps",
+    "train.checkpoint_epochs", "train.keep_checkpoints", "train.early_stopping_patience",
+    "train.tensorboard", "data.num_workers", "data.cache_images", "eval.num_preview_images"})
+RESUME_MAY_CHANGE_SECTIONS = ("hub.",)
 PROGRESS_SECONDS = 2.0  # how often the progress bar shows the running loss
 
 
@@ -54,6 +68,9 @@ class TrainerState:
     best_eval: dict[str, Any] = field(default_factory=dict)
     best_predictions: list[int] = field(default_factory=list)  # eval-set order
     interrupted: bool = False  # stopped by a signal, not by the end of training
+    # per process: [loss sum, correct, count] of the batches of ``epoch`` trained so far, so that a
+    # resumed epoch's train_loss covers the whole epoch
+    train_totals: list[list[float]] = field(default_factory=list)
 
     def save(self, folder: Path) -> None:
         (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=2))
@@ -140,30 +157,49 @@ class StopRequest:
     Stopping between steps (never inside ``optimizer.step``) keeps the checkpoint consistent.
     A second Ctrl-C aborts at once. Only for one process: several processes would each see the
     signal at a different batch and wait for each other forever.
+
+    ``accelerate launch`` does not pass a SIGTERM on to the process it started: the launcher dies
+    and its child would train on, orphaned. So the child also watches its launcher and stops
+    the same way when the launcher is gone.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    WATCH_SECONDS = 1.0
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
         self.previous: dict[int, Any] = {}
+        self.done = threading.Event()
 
     def __enter__(self) -> StopRequest:
         if self.enabled:
             self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+            launcher = launcher_pid()
+            if launcher is not None:
+                threading.Thread(target=self._watch, args=(launcher,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.done.set()
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
+        self.request("")
+
+    def request(self, why: str) -> None:
         self.requested = True
-        print("\nStopping after this step and saving a checkpoint (Ctrl-C again to abort).",
+        print(f"\n{why}Stopping after this step and saving a checkpoint (Ctrl-C again to abort).",
               file=sys.stderr)
+
+    def _watch(self, launcher: int) -> None:
+        while not self.done.wait(self.WATCH_SECONDS):
+            if os.getppid() != launcher:  # reparented: the launcher was killed
+                self.request("The accelerate launcher has ended (SIGTERM?). ")
+                return
 
 
 class _Loop:
@@ -178,6 +214,7 @@ class _Loop:
         self.objective = objective
         self.stop = StopRequest(enabled=False)
         self.ema: ModelEmaV3 | None = None
+        self.totals: torch.Tensor | None = None
 
     def plain_model(self) -> torch.nn.Module:
         """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
@@ -198,7 +235,9 @@ class _Loop:
             early_stop = self._patience_exhausted()
             last = (early_stop or self.stop.requested or self.state.epoch >= self.t.epochs
                     or (self.max_steps is not None and self.state.global_step >= self.max_steps))
-            if last or self.state.epoch % self.t.checkpoint_epochs == 0:
+            steps = self.t.checkpoint_steps
+            if (last or self.state.epoch % self.t.checkpoint_epochs == 0
+                    or (steps and self.state.global_step % steps == 0)):
                 self.save_checkpoint()
             if early_stop:
                 self.acc.print(f"Early stopping: no improvement of eval_{self.recipe.eval.metric} "
@@ -221,6 +260,9 @@ class _Loop:
             loader = acc.skip_first_batches(self.train_loader, s.batches_in_epoch)
         self.model.train()
         totals = torch.zeros(3, device=acc.device)  # loss sum, correct, count
+        if s.batches_in_epoch and len(s.train_totals) == acc.num_processes:
+            totals += torch.tensor(s.train_totals[acc.process_index], device=acc.device)
+        self.totals = totals  # read by save_checkpoint
         bar = tqdm(loader, total=len(self.train_loader), initial=s.batches_in_epoch,
                    desc=f"epoch {s.epoch + 1}/{self.t.epochs}", unit="batch",
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
@@ -239,6 +281,8 @@ class _Loop:
                 bar.set_postfix(loss=f"{loss_sum / max(count, 1):.4f}",
                                 lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
                 refreshed = time.perf_counter()
+            if s.batches_in_epoch == len(self.train_loader):
+                break  # the epoch's last step: a stop or checkpoint due now waits for its evaluation
             if self.stop.requested or (self.max_steps is not None and s.global_step >= self.max_steps):
                 s.train_seconds += time.perf_counter() - started
                 bar.close()
@@ -316,11 +360,20 @@ class _Loop:
         return p is not None and self.state.evals_without_improvement >= p
 
     def save_checkpoint(self) -> None:
-        """``save_state`` into a temporary folder, renamed into place when complete."""
+        """``save_state`` into a temporary folder, renamed into place when complete.
+
+        An existing ``step-N`` is never rewritten (replacing it, a crash could lose the only
+        checkpoint): the loop saves an epoch's last step once, after its evaluation, so a second
+        save of one step means nothing trained since.
+        """
         acc, s = self.acc, self.state
         root = self.out / CHECKPOINTS
         final = root / f"step-{s.global_step:08d}"
+        if final.exists():
+            return
         tmp = root / f".tmp-{final.name}"
+        s.train_totals = (acc.gather(self.totals[None]).tolist()
+                          if s.batches_in_epoch and self.totals is not None else [])
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -329,14 +382,7 @@ class _Loop:
         if acc.is_main_process:
             save_recipe(self.recipe, tmp / "recipe.yaml")
             s.save(tmp)  # last: a folder with its trainer state is complete
-            # a re-save of the same step (resuming a run stopped at an epoch end) moves the old
-            # copy aside rather than deleting it: a crash in between leaves one complete copy
-            previous = root / f".old-{final.name}"
-            if final.exists():
-                shutil.rmtree(previous, ignore_errors=True)
-                os.replace(final, previous)
             os.replace(tmp, final)
-            shutil.rmtree(previous, ignore_errors=True)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -398,16 +444,14 @@ def find_checkpoint(out: Path, resume: str) -> Path:
 
 
 def checkpoints(out: Path) -> list[Path]:
-    """The complete checkpoints in ``out``, oldest first, after finishing a swap that a crash cut
-    short: a missing ``step-N`` is taken from its complete new copy (``.tmp-step-N``) or, failing
-    that, from the copy moved aside (``.old-step-N``)."""
+    """The complete checkpoints in ``out``, oldest first; a complete ``.tmp-step-N`` (killed
+    between writing its trainer state and the rename) is moved into place first."""
     root = out / CHECKPOINTS
     if process_state().is_main_process:
-        for pattern in (".tmp-step-*", ".old-step-*"):
-            for folder in sorted(root.glob(pattern)):
-                final = root / folder.name.split("-", 1)[1]
-                if not final.exists() and (folder / STATE_FILE).is_file():
-                    os.replace(folder, final)
+        for folder in sorted(root.glob(".tmp-step-*")):
+            final = root / folder.name.removeprefix(".tmp-")
+            if not final.exists() and (folder / STATE_FILE).is_file():
+                os.replace(folder, final)
     process_state().wait_for_everyone()
     return sorted(root.glob("step-*"))
 
@@ -422,15 +466,88 @@ def _check_world(accelerator: Accelerator) -> None:
             "`accelerate config`); for one process use --num_processes 1.")
 
 
-def check_output_dir(out: Path, resume: str | None) -> Path | None:
-    """The checkpoint to resume from; refuses to mix a new run into an old run's checkpoints."""
+def check_output_dir(out: Path, resume: str | None, recipe: Recipe | None = None) -> Path | None:
+    """The checkpoint to resume from; refuses to mix a new run into an old run's checkpoints,
+    and (given ``recipe``) to resume with settings that would make the resumed run inexact."""
     if resume:
-        return find_checkpoint(out, resume)
+        checkpoint = find_checkpoint(out, resume)
+        if recipe is not None:
+            check_resume_settings(checkpoint, recipe)
+        return checkpoint
     if checkpoints(out):
         raise FileExistsError(
             f"{out} already holds checkpoints of an earlier run. Continue it with --resume latest, "
             "or choose another --output-dir (or delete the folder) to start afresh.")
     return None
+
+
+def recipe_changes(checkpoint: Path, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
+    """Recipe fields that differ from the recipe the checkpoint was made with: key -> (then, now)."""
+    saved = checkpoint / "recipe.yaml"
+    if not saved.is_file():
+        return {}
+    import yaml
+
+    then = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    now = _flat(recipe.to_dict())
+    return {k: (then.get(k), now.get(k)) for k in sorted(then.keys() | now.keys())
+            if then.get(k) != now.get(k)}
+
+
+def check_resume_settings(checkpoint: Path, recipe: Recipe) -> None:
+    """Refuse a resume whose recipe changes what the checkpoint's past depends on (data, model,
+    batch size, optimizer, seed, ...); print the changes that keep it exact (epochs, ...)."""
+    changes = recipe_changes(checkpoint, recipe)
+    safe = {k: v for k, v in changes.items()
+            if k in RESUME_MAY_CHANGE or k.startswith(RESUME_MAY_CHANGE_SECTIONS)}
+    unsafe = {k: v for k, v in changes.items() if k not in safe}
+    if unsafe:
+        listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in unsafe.items())
+        raise ValueError(
+            f"--resume: {checkpoint} was made with other settings ({listed}). A resumed run must "
+            f"continue with the settings it was trained with: drop those --set overrides (the "
+            f"checkpoint's recipe is {checkpoint / 'recipe.yaml'}), or start a new run with another "
+            f"--output-dir. Only {', '.join(sorted(RESUME_MAY_CHANGE - {'name', 'description'}))} "
+            "and hub.* may change.")
+    for key, (then, now) in safe.items():
+        note = ""
+        if key == "train.epochs":
+            note = (f": the run continues to epoch {now}, with the learning-rate schedule stretched "
+                    f"to {now} epochs from here on" if now > then else
+                    f": the run stops after epoch {now}")
+        if key not in ("name", "description", "output_dir"):
+            process_state().print(f"Resuming with {key} {then!r} -> {now!r}{note}")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path):
+    """Hold a lock on ``out`` for the run's lifetime: a second run into the same folder is refused.
+
+    ``flock`` dies with the process that holds it (also by ``kill -9``), so a crash never
+    leaves a stale lock behind. Only the main process locks; the others follow it.
+    """
+    if out.exists() and not out.is_dir():  # before minutes of data loading, not after them
+        raise FileExistsError(f"--output-dir {out} is a file: results go into a folder; "
+                              "choose another --output-dir")
+    if fcntl is None or not process_state().is_main_process:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise RuntimeError(
+                f"{out} is in use by a run that is still going ({holder}). Two runs in one folder "
+                "would mix their weights, metrics and checkpoints: wait for it to end (or stop it), "
+                "or choose another --output-dir.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {shlex.join(sys.argv)}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

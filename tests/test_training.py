@@ -41,6 +41,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_overrides, tmp_pa
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert resumed["eval_accuracy"] == full["eval_accuracy"]
+    # the running sums are checkpointed too: the resumed epoch's train loss covers the whole epoch
+    assert _train_history(tmp_path / "split") == _train_history(tmp_path / "full")
+
+
+def _train_history(out: Path) -> list[dict]:
+    history = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())["history"]
+    return [{k: v for k, v in row.items() if k.startswith("train_")} for row in history]
 
 
 def test_checkpoints_are_complete_and_pruned(tiny_overrides, tmp_path):
@@ -220,29 +227,45 @@ def test_weight_decay_of_norm_layers_and_biases_follows_the_recipe(decay_all):
     assert len(decay) == len(list(model.parameters()))
 
 
-# -- a crash while a checkpoint is swapped in ---------------------------------------------------
+# -- a crash while a checkpoint is written; a step saved twice ------------------------------------
 
-def test_a_crash_while_re_saving_a_step_keeps_a_complete_checkpoint(tiny_overrides, tmp_path, monkeypatch):
-    """A run stopped at an epoch end re-saves that step when resumed; killed between moving the old
-    copy aside and moving the new one in, it leaves no step-N: the next --resume recovers one and
-    finishes with the same weights as an uninterrupted run. A fresh run is refused meanwhile."""
+def test_a_run_stopped_at_an_epoch_end_is_resumed_without_rewriting_its_checkpoint(tiny_overrides,
+                                                                                   tmp_path):
+    """Stopped by --max-steps at the end of epoch 1 (step 6): the epoch is evaluated before step 6
+    is saved, so the resumed run has nothing to save again at step 6 and leaves that folder exactly
+    as it was (replacing it, a crash could lose the only checkpoint); the run ends with the weights
+    of an uninterrupted run."""
+    full = _run(tiny_overrides, tmp_path / "full")
+    _run(tiny_overrides + ["train.keep_checkpoints=5"], tmp_path / "run", max_steps=6)
+    step6 = tmp_path / "run" / "checkpoints" / "step-00000006"
+    state = json.loads((step6 / "trainer_state.json").read_text())
+    assert state["epoch"] == 1 and state["batches_in_epoch"] == 0 and len(state["history"]) == 1
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in step6.iterdir()}
+    resumed = _run(tiny_overrides + ["train.keep_checkpoints=5"], tmp_path / "run", resume="latest")
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in step6.iterdir()} == before
+    assert resumed["global_step"] == full["global_step"]
+    a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_before_the_rename_the_complete_copy_is_resumed(tiny_overrides, tmp_path, monkeypatch):
+    """Killed after the trainer state is written but before ``.tmp-step-N`` is renamed: the only
+    copy of step N is the temporary one. ``--resume latest`` takes it; a fresh run is refused."""
     import hfkit.training
 
     full = _run(tiny_overrides, tmp_path / "full")
-    _run(tiny_overrides, tmp_path / "run", max_steps=6)  # 6 steps: the end of epoch 1
-    root = tmp_path / "run" / "checkpoints"
     replace = os.replace
 
-    def killed_before_the_new_copy_is_in(src, dst):
-        if Path(src).name == ".tmp-step-00000006":
+    def killed_before_the_rename(src, dst):
+        if Path(src).name == ".tmp-step-00000004":
             raise KeyboardInterrupt("kill -9")
         return replace(src, dst)
 
-    monkeypatch.setattr(hfkit.training.os, "replace", killed_before_the_new_copy_is_in)
+    monkeypatch.setattr(hfkit.training.os, "replace", killed_before_the_rename)
     with pytest.raises(KeyboardInterrupt):
-        _run(tiny_overrides, tmp_path / "run", resume="latest")
+        _run(tiny_overrides, tmp_path / "run", max_steps=4)
     monkeypatch.undo()
-    assert sorted(p.name for p in root.iterdir()) == [".old-step-00000006", ".tmp-step-00000006"]
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == [".tmp-step-00000004"]
     with pytest.raises(FileExistsError, match="--resume latest"):
         _run(tiny_overrides, tmp_path / "run")
     resumed = _run(tiny_overrides, tmp_path / "run", resume="latest")
@@ -256,8 +279,85 @@ def test_an_incomplete_new_copy_is_not_taken_for_a_checkpoint(tiny_overrides, tm
 
     _run(tiny_overrides, tmp_path, max_steps=2)
     root = tmp_path / "checkpoints"
-    (root / "step-00000002").rename(root / ".old-step-00000002")
-    (root / ".tmp-step-00000002").mkdir()  # killed inside save_state: no trainer state yet
-    found = checkpoints(tmp_path)
-    assert [p.name for p in found] == ["step-00000002"] and (found[0] / STATE_FILE).is_file()
-    assert json.loads((found[0] / STATE_FILE).read_text())["global_step"] == 2
+    (root / "step-00000002").rename(root / ".tmp-step-00000002")
+    (root / ".tmp-step-00000002" / STATE_FILE).unlink()  # killed inside save_state
+    assert checkpoints(tmp_path) == []
+    assert (root / ".tmp-step-00000002").is_dir()
+
+
+# -- resuming with other settings ----------------------------------------------------------------
+
+def test_resume_with_settings_that_break_exactness_is_refused(tiny_overrides, tmp_path):
+    """The issue's case: a checkpoint made with batch 4 and lr 0.01, resumed with batch 8 and
+    lr 0.5. Refused before anything trains, naming both keys; the checkpoint's recipe is untouched."""
+    made = tiny_overrides + ["train.lr=0.01"]
+    _run(made, tmp_path, max_steps=3)
+    (checkpoint,) = (tmp_path / "checkpoints").iterdir()
+    recipe_before = (checkpoint / "recipe.yaml").read_bytes()
+    with pytest.raises(ValueError, match="other settings") as refused:
+        _run(made + ["train.batch_size=8", "train.lr=0.5", "train.epochs=3"], tmp_path, resume="latest")
+    message = str(refused.value)
+    assert "train.batch_size: 4 in the checkpoint, 8 now" in message
+    assert "train.lr: 0.01 in the checkpoint, 0.5 now" in message
+    assert "train.epochs" not in message.split("Only")[0]  # epochs may change
+    assert (checkpoint / "recipe.yaml").read_bytes() == recipe_before
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [checkpoint.name]
+
+
+def test_resume_may_add_epochs(tiny_overrides, tmp_path, capsys):
+    """A finished 2-epoch run extended to 3 epochs: it trains one more epoch and says so."""
+    _run(tiny_overrides + ["train.keep_checkpoints=5"], tmp_path)
+    recipe_before = (tmp_path / "checkpoints" / "step-00000012" / "recipe.yaml").read_bytes()
+    results = _run(tiny_overrides + ["train.keep_checkpoints=5", "train.epochs=3"], tmp_path,
+                   resume="latest")
+    assert results["global_step"] == 18 and results["epoch"] == 3
+    assert "Resuming with train.epochs 2 -> 3: the run continues to epoch 3" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "step-00000012" / "recipe.yaml").read_bytes() == recipe_before
+    assert "epochs: 3" in (tmp_path / "checkpoints" / "step-00000018" / "recipe.yaml").read_text()
+
+
+# -- one run per output folder -------------------------------------------------------------------
+
+def test_a_run_holds_its_output_folder(tiny_overrides, tmp_path):
+    """While a lock on the folder is held, a run into it is refused before it builds anything."""
+    from hfkit.training import output_lock
+
+    with output_lock(tmp_path / "run"):
+        with pytest.raises(RuntimeError, match="in use by a run that is still going"):
+            _run(tiny_overrides, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    _run(tiny_overrides + ["train.epochs=1"], tmp_path / "run")  # free again once released
+
+
+@pytest.mark.slow
+def test_two_processes_cannot_share_an_output_folder(tiny_overrides, tmp_path):
+    """Process A holds the folder; `hfkit finetune` B into it is refused with a message naming A.
+    When A is killed with SIGKILL, the kernel frees the lock: no stale lock is left behind."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from hfkit.training import output_lock\n"
+         f"with output_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        sets = [a for o in tiny_overrides for a in ("--set", o)]
+        second = subprocess.run([sys.executable, "-m", "hfkit.cli", "finetune", "--recipe", "hymenoptera",
+                                 "--output-dir", str(out), *sets], capture_output=True, text=True,
+                                cwd=REPO, timeout=300)
+        assert second.returncode == 2
+        assert f"in use by a run that is still going (pid {holder.pid}:" in second.stderr
+        assert not (out / "checkpoints").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    from hfkit.training import output_lock
+
+    with output_lock(out):
+        pass
