@@ -9,6 +9,7 @@ kept wherever the hardware runs it, and replaced by fp32 on CPUs that would only
 
 from __future__ import annotations
 
+import functools
 import os
 
 import psutil
@@ -39,6 +40,7 @@ def _launcher() -> psutil.Process | None:
         return None
 
 
+@functools.cache  # asked once early: after the launcher dies, this process has another parent
 def launcher_pid() -> int | None:
     launcher = _launcher()
     return None if launcher is None else launcher.pid

@@ -14,7 +14,7 @@ from accelerate.utils import set_seed
 
 from hfkit import plots
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
-from hfkit.devices import process_state
+from hfkit.devices import launcher_pid, process_state
 from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification
@@ -35,6 +35,7 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
     """Run ``recipe``; returns the metrics also written to ``all_results.json``."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {max_steps}")
+    launcher_pid()  # noted now, so a launcher killed while data loads is noticed when training starts
     out = Path(recipe.output_dir)
     with output_lock(out):  # held until the results are written: one run per folder
         check_output_dir(out, resume, recipe)  # before minutes of data loading

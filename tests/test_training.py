@@ -361,3 +361,44 @@ def test_two_processes_cannot_share_an_output_folder(tiny_overrides, tmp_path):
 
     with output_lock(out):
         pass
+
+
+@pytest.mark.slow
+def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_folder, tmp_path):
+    """`accelerate launch` dies of a SIGTERM without passing it on. The training process notices
+    that its launcher is gone, stops after the current step, saves a checkpoint and exits, instead
+    of training on as an orphan; `--resume latest` then continues."""
+    import contextlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from conftest import REPO, tiny_image_overrides
+
+    sets = [a for o in tiny_image_overrides(image_folder) for a in ("--set", o)]
+    out = tmp_path / "run"
+    log = tmp_path / "log.txt"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "scripts/finetune.py", "--recipe",
+           "hymenoptera", "--output-dir", str(out), *sets, "--set", "train.epochs=200"]
+    with open(log, "w") as f:
+        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "epoch 1  train_loss" not in log.read_text() and time.monotonic() < deadline:
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        (child,) = psutil.Process(launcher.pid).children()
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=30) != 0
+        child.wait(timeout=60)  # psutil.TimeoutExpired if it trains on
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group outlives its leader, the launcher
+            os.killpg(launcher.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "The accelerate launcher has ended" in text
+    state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
+    assert 6 <= state["global_step"] < 200 * 6
