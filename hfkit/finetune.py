@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import time
@@ -40,7 +41,21 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
     with output_lock(out):  # held until the results are written: one run per folder
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         set_seed(recipe.train.seed)
-        return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
+        try:
+            return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
+        except Exception as e:
+            if not _disk_full(e):
+                raise
+            raise RuntimeError(
+                f"no space left on the disk that holds {out} ({str(e).splitlines()[0][:200]}). The "
+                "checkpoints saved so far are complete: free some space, then continue with "
+                "--resume latest.") from e
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC, also when safetensors or torch wrapped it in an error of their own."""
+    return getattr(e, "errno", None) == errno.ENOSPC or any(
+        s in str(e) for s in ("No space left on device", "StorageFull", "os error 28"))
 
 
 @register_task("image-classification")
@@ -91,7 +106,9 @@ def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: 
     started, t = time.perf_counter(), recipe.train
     splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task, splits.label_names)
-    train_ds, eval_ds = tokenize_splits(splits, tokenizer, recipe.data.max_length)
+    # tokenizers without a limit report a huge model_max_length; BERT-style models stop at 512
+    max_length = _max_length(recipe.data.max_length, min(tokenizer.model_max_length or 512, 512), model)
+    train_ds, eval_ds = tokenize_splits(splits, tokenizer, max_length)
     train_loader = make_text_loader(train_ds, tokenizer, t.batch_size, True, t.seed,
                                     recipe.data.group_by_length)
     eval_loader = make_text_loader(eval_ds, tokenizer, t.eval_batch_size or t.batch_size, False, t.seed)
@@ -131,13 +148,13 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
                                 ) -> dict[str, Any]:
     from hfkit.data.qa import QACollator, eval_features, load_qa_splits, train_features
     from hfkit.data.text import make_text_loader
-    from hfkit.models import create_text_model, position_limit, text_model_saver
+    from hfkit.models import create_text_model, text_model_saver
     from hfkit.objectives import ExtractiveQA
 
     started, t, d = time.perf_counter(), recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task)
-    max_length = min(d.max_length or 384, position_limit(model.config))
+    max_length = _max_length(d.max_length, 384, model)
     train_ds = train_features(splits.train, tokenizer, max_length, d.doc_stride)
     windows = eval_features(splits.eval, tokenizer, max_length, d.doc_stride)
     objective = ExtractiveQA(splits.eval, windows, recipe.eval.max_answer_length, recipe.eval.qa_scorer)
@@ -155,6 +172,15 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     results.update(qa_scorer=objective.scorer, train_windows=len(train_ds), eval_windows=len(eval_ds),
                    max_length=max_length, doc_stride=d.doc_stride)
     return finish(recipe, state, results, lambda out: write_qa_predictions(state.best_predictions, out))
+
+
+def _max_length(requested: int | None, default: int, model) -> int:
+    from hfkit.models import clamp_max_length
+
+    max_length, note = clamp_max_length(requested, default, model.config)
+    if note:
+        process_state().print(note)
+    return max_length
 
 
 def _mixup(t, num_classes: int):

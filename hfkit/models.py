@@ -242,3 +242,14 @@ def position_limit(config) -> int:
     # RoBERTa-style models reserve two positions for the padding offset
     offset = getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
     return limit - 2 if offset else limit
+
+
+def clamp_max_length(requested: int | None, default: int, config) -> tuple[int, str | None]:
+    """``data.max_length`` (else ``default``) cut to the model's position limit, and the note to print
+    when the recipe asked for more: a longer text would crash the first forward pass that meets it."""
+    limit = position_limit(config)
+    wanted = requested or default
+    if wanted <= limit:
+        return wanted, None
+    return limit, (f"data.max_length={wanted} is more than this model's {limit} positions: texts are "
+                   f"cut to {limit} tokens" if requested else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,35 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 
 CURVE_METRICS = ("accuracy", "f1", "perplexity")
+# Chinese system fonts (macOS, Windows, Linux), preferred for their native look where installed.
+SYSTEM_CJK_FONTS = ("PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC")
+BUNDLED_CJK_FONT = "Noto Sans SC"  # from the pylopdf-fonts-zh-cn dependency, so every machine has one
+
+
+@functools.cache
+def _cjk_fallbacks() -> tuple[str, ...]:
+    """Installed CJK families; names matplotlib does not know would each log a 'not found' warning."""
+    import pylopdf_fonts_zh_cn  # 8 MB font file, found only when a plot needs it
+
+    font_manager.fontManager.addfont(str(pylopdf_fonts_zh_cn.sans_path()))
+    known = {font.name for font in font_manager.fontManager.ttflist}
+    return (*(name for name in SYSTEM_CJK_FONTS if name in known), BUNDLED_CJK_FONT)
+
+
+@contextlib.contextmanager
+def _fonts_for(texts: Iterable[str]) -> Iterator[None]:
+    """Draw ``texts`` with glyph fallback to a CJK font: DejaVu Sans has no Chinese (tofu boxes).
+
+    The user's fonts stay first, so Latin text looks as before; English-only labels change nothing.
+    """
+    if all(text.isascii() for text in texts):
+        yield
+        return
+    with plt.rc_context({"font.family": [*plt.rcParams["font.family"], *_cjk_fallbacks()]}):
+        yield
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -39,6 +68,12 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
 
 def plot_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str],
                           path: Path) -> None:
+    with _fonts_for(names):
+        _draw_confusion_matrix(labels, preds, names, path)
+
+
+def _draw_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str],
+                           path: Path) -> None:
     n = len(names)
     matrix = np.zeros((n, n), dtype=int)
     np.add.at(matrix, (labels, preds), 1)
@@ -61,6 +96,12 @@ def plot_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence
 def plot_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
                          names: Sequence[str], path: Path) -> None:
     """Images titled 'pred (true)': green when right, red when wrong."""
+    with _fonts_for(names):
+        _draw_prediction_grid(images, labels, preds, names, path)
+
+
+def _draw_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
+                          names: Sequence[str], path: Path) -> None:
     n = len(images)
     cols = min(8, n)
     rows = (n + cols - 1) // cols

@@ -344,8 +344,7 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
     tree: dict[str, Any] = {}
     if name_or_path is not None:
         path = recipe_path(name_or_path)
-        with open(path, encoding="utf-8") as f:
-            tree = yaml.safe_load(f) or {}
+        tree = _read_yaml(path)
         if not isinstance(tree, dict):
             raise RecipeError(f"{path}: a recipe file must be a mapping of sections")
         tree.setdefault("name", path.stem)
@@ -358,6 +357,20 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
         if value is not None:
             _set_dotted(tree, key, value)
     return _build(Recipe, tree, prefix="")
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML tree of a recipe file; a syntax error names the line, not a parser traceback."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = " ".join(x for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x)
+        raise RecipeError(f"{path}: not valid YAML at {where}: {problem or e}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
 
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:

@@ -378,10 +378,15 @@ class _Loop:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
+        try:
+            acc.save_state(str(tmp))
+            if acc.is_main_process:
+                save_recipe(self.recipe, tmp / "recipe.yaml")
+                s.save(tmp)  # last: a folder with its trainer state is complete
+        except Exception:  # e.g. the disk is full: give back the space of the partial copy
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if acc.is_main_process:
-            save_recipe(self.recipe, tmp / "recipe.yaml")
-            s.save(tmp)  # last: a folder with its trainer state is complete
             os.replace(tmp, final)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -423,7 +428,11 @@ def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     tmp = out / ".tmp-write"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    write(tmp)
+    try:
+        write(tmp)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for item in tmp.iterdir():
         os.replace(item, out / item.name)
     tmp.rmdir()

@@ -310,3 +310,18 @@ def test_readme_field_table_is_current():
     proc = subprocess.run([sys.executable, "scripts/recipe_fields.py", "--check"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "train:\n  lr: [0.1\n  epochs: 3\n")
+    with pytest.raises(RecipeError, match=r"bad.yaml: not valid YAML at line 3, column 9: .*expected ','"):
+        load_recipe(str(path))
+
+
+def test_cli_prints_a_yaml_error_in_one_line(tmp_path, capsys):
+    from hfkit.cli import main
+
+    path = _write(tmp_path / "bad.yaml", "model: {name: resnet18\n")
+    assert main(["finetune", "--recipe", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML at line 2" in err and "Traceback" not in err and len(err.splitlines()) <= 2

@@ -136,6 +136,17 @@ def test_jsonl_integer_labels_drop_other_columns(tmp_path):
     assert sorted(set(splits.eval["label"])) == [0, 1, 2]  # stratified: every class is evaluated
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_broken_json_line_is_named_by_its_line_number(tmp_path, suffix):
+    """Line 18 (row 17 counted from 0, as pyarrow reports it) is broken: the error says line 18."""
+    lines = [json.dumps({"text": f"review {i} good", "label": i % 2}) for i in range(30)]
+    lines[17] = '{"text": "broken, "label": 1}'
+    path = tmp_path / f"train{suffix}"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"train{suffix}, line 18, column 20: Expecting ',' delimiter"):
+        load_text_classification(DataArgs(path=str(path)), seed=0)
+
+
 def test_single_file_seeded_split_and_subsets(tmp_path):
     texts, labels = reviews(40)
     texts = [f"{i} {text}" for i, text in enumerate(texts)]  # unique, so sets tell the splits apart
@@ -255,7 +266,7 @@ def splits() -> TextSplits:
 
 
 def test_tokenize_truncates_without_padding(splits, tokenizer):
-    train, evaluation = tokenize_splits(splits, tokenizer, max_length=None)
+    train, evaluation = tokenize_splits(splits, tokenizer, max_length=512)
     assert set(train.column_names) >= {"input_ids", "attention_mask", "labels"}
     assert "text" not in train.column_names and "label" not in train.column_names
     lengths = [len(ids) for ids in train["input_ids"]]
@@ -267,7 +278,7 @@ def test_tokenize_truncates_without_padding(splits, tokenizer):
 
 
 def test_loader_pads_each_batch_to_its_longest(splits, tokenizer):
-    train, _ = tokenize_splits(splits, tokenizer, max_length=None)
+    train, _ = tokenize_splits(splits, tokenizer, max_length=512)
     loader = make_text_loader(train, tokenizer, batch_size=4, shuffle=False, seed=0)
     widths = []
     for b, batch in enumerate(loader):
@@ -284,7 +295,7 @@ def padding(loader) -> int:
 
 
 def test_group_by_length_reduces_padding(splits, tokenizer):
-    train, _ = tokenize_splits(splits, tokenizer, max_length=None)
+    train, _ = tokenize_splits(splits, tokenizer, max_length=512)
     plain = make_text_loader(train, tokenizer, batch_size=4, shuffle=True, seed=0)
     grouped = make_text_loader(train, tokenizer, batch_size=4, shuffle=True, seed=0, group_by_length=True)
     assert padding(grouped) < padding(plain) / 2

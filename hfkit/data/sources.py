@@ -48,7 +48,7 @@ def load_splits(path: str) -> datasets.DatasetDict:
     if local.is_dir():
         root = dataset_root(local)
         reader = detect_layout(root)  # raw CIFAR pickles / Tiny ImageNet: read by hfkit.data.layouts
-        return reader() if reader else datasets.load_dataset(str(root))
+        return reader() if reader else _read_local(str(root))
     if local.is_file():
         if local.name.endswith(ARCHIVES):
             return load_splits(str(extract_archive(local)))
@@ -56,10 +56,46 @@ def load_splits(path: str) -> datasets.DatasetDict:
         if builder is None:
             raise ValueError(f"data.path: don't know how to read '{local}'; "
                              f"use a folder or one of {', '.join(FILE_BUILDERS)}")
-        return datasets.load_dataset(builder, data_files={"train": str(local)})
+        return _read_local(builder, data_files={"train": str(local)})
     if path.startswith((".", "/", "~")) or path.count("/") > 1 or not path:
         raise FileNotFoundError(f"data.path: no such file or folder: '{path}'")
     return _load_hub(path)
+
+
+def _read_local(*args, **kwargs) -> datasets.DatasetDict:
+    """``datasets.load_dataset`` on local files; a file it cannot parse is named with its line, not
+    under three chained tracebacks."""
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause = e.__cause__ or e
+        files = kwargs.get("data_files", {}).values() or [str(p) for p in Path(args[0]).rglob("*.json*")]
+        where = next(filter(None, map(_json_error, files)), None)
+        raise ValueError(f"data.path: cannot read the data: {where or f'{type(cause).__name__}: {cause}'}"
+                         ) from None
+
+
+def _json_error(path: str) -> str | None:
+    """Where a JSON or JSON Lines file stops parsing: 'file, line N, column M: what'."""
+    import json
+
+    def error(text: str) -> json.JSONDecodeError | None:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            return e
+        return None
+
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    if error(first) is not None:  # not JSON Lines: one document, whose error knows its line
+        e = error("\n".join(lines))
+        return e and f"{path}, line {e.lineno}, column {e.colno}: {e.msg}"
+    for number, line in enumerate(lines, 1):
+        e = error(line) if line.strip() else None
+        if e is not None:
+            return f"{path}, line {number}, column {e.colno}: {e.msg}"
+    return None
 
 
 def _load_hub(repo_id: str) -> datasets.DatasetDict:

@@ -60,14 +60,12 @@ def load_text_classification(args, seed: int) -> TextSplits:
                       seeded_subset(evaluation, args.max_eval_samples, seed), names)
 
 
-def tokenize_splits(splits: TextSplits, tokenizer, max_length: int | None
+def tokenize_splits(splits: TextSplits, tokenizer, max_length: int
                     ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Tokenize both splits, truncated but unpadded: the collator pads each batch to its longest."""
-    # tokenizers without a limit report a huge model_max_length; BERT-style models stop at 512
-    limit = max_length or min(tokenizer.model_max_length or 512, 512)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=limit)
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
         return {**encoded, "labels": batch["label"]}
 
     return tuple(ds.map(encode, batched=True, remove_columns=ds.column_names, desc=f"Tokenizing {name}")
