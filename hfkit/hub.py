@@ -49,13 +49,15 @@ def go_offline_if_unreachable() -> bool:
     return True
 
 
-def offline_weights_help(repo_id: str, what: str = "model") -> str:
-    """How to get a Hub repo onto this machine for offline use."""
+def offline_weights_help(repo_id: str, what: str = "model", use: str | None = None) -> str:
+    """How to get a Hub repo onto this machine for offline use; ``use``: the option or recipe field
+    that takes the folder (default: model.pretrained, or data.path for a data set)."""
     folder = "./weights/" + repo_id.split("/")[-1]
     repo_type = " --repo-type dataset" if what == "dataset" else ""
-    setting = "model.pretrained" if what == "model" else "data.path"
+    use = use or ("model.pretrained" if what == "model" else "data.path")
+    option = f"{use} {folder}" if use.startswith("--") else f"--set {use}={folder}"
     return (f"On a machine with internet, run: hfkit download {repo_id}{repo_type} --to {folder}\n"
-            f"copy the folder here, and pass --set {setting}={folder}")
+            f"copy the folder here, and pass {option}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +91,9 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
     files = [p.name for p in entries if p.is_file()]
     picked = [n for n in files if any(fnmatchcase(n, p) for p in PUSH_PATTERNS)
               and not any(fnmatchcase(n, p) for p in PUSH_EXCLUDE)]
-    left_out = [n for n in files if n not in picked] + [p.name + "/" for p in entries if p.is_dir()]
+    # hidden entries (the run's lock file, .cache/) go unmentioned: nobody expects them uploaded
+    left_out = [n for n in files if n not in picked and not n.startswith(".")] + [
+        p.name + "/" for p in entries if p.is_dir() and not p.name.startswith(".")]
     if "config.json" not in picked:
         raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json (a result folder of "
                                 "`hfkit finetune`, or a folder saved with save_pretrained, has one)")

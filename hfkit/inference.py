@@ -14,7 +14,7 @@ import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
-from hfkit.models import label_names, load_image_model, position_limit
+from hfkit.models import label_names, load_image_model, loading_weights, position_limit
 from hfkit.qa import top_spans
 
 
@@ -61,8 +61,10 @@ class TextClassifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).to(self.device).eval()
+        with loading_weights(name_or_path):
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        self.model.to(self.device).eval()
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
 
     @torch.inference_mode()
@@ -163,9 +165,10 @@ def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path).to(device).eval()
-    return model, tokenizer
+    with loading_weights(name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    return model.to(device).eval(), tokenizer
 
 
 # -- extractive question answering ---------------------------------------------------------------
@@ -192,14 +195,10 @@ class QuestionAnswerer:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
         _check_qa_folder(name_or_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        try:
+        with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForQuestionAnswering.from_pretrained(name_or_path,
                                                                        dtype=PRECISIONS[precision])
-        except OSError as e:
-            if os.path.isdir(name_or_path):
-                raise
-            raise RuntimeError(_not_found_message(name_or_path, e)) from e
         _check_qa_model(self.model.config, name_or_path)
         self.model.to(self.device).eval()
         self.max_length = min(max_length, position_limit(self.model.config))
@@ -340,9 +339,3 @@ def _check_vocabulary(enc, tokenizer) -> None:
         if total and known < total / 2:
             raise ValueError(f"{total - known} of {total} context tokens are unknown to this model's "
                              "vocabulary: is the text in a language or script the model was trained on?")
-
-
-def _not_found_message(name: str, error: Exception) -> str:
-    return (f"'{name}' is neither a local folder nor in the local cache, and the Hub is not reachable "
-            f"({type(error).__name__}).\nOn a machine with internet, run: hfkit download {name} "
-            f"--to ./models/{name.split('/')[-1]}\nthen copy that folder here and pass its path.")

@@ -7,8 +7,11 @@ The classification head is reset to the data's classes, the class names travel i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import pickle
+import re
 from pathlib import Path
 
 import timm
@@ -54,6 +57,31 @@ class _CifarResNet(ResNet):
         self.maxpool = torch.nn.Identity()
 
 
+@contextlib.contextmanager
+def loading_weights(source: str, use: str = "--model"):
+    """Loading errors as what to do. A pickle that would run code (``torch.load(weights_only=True)``
+    refused it) is reported as refused, never with torch's hint to retry unsafely; a Hub id that is
+    neither cached nor reachable gets the ``hfkit download`` recipe (``use``: how to pass a folder)."""
+    try:
+        yield
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        refused = e if isinstance(e, pickle.UnpicklingError) else e.__cause__  # timm wraps torch's
+        if not isinstance(refused, pickle.UnpicklingError):
+            raise
+        found = re.search(r"GLOBAL (\S+)", str(refused))
+        raise ValueError(
+            f"'{source}': a weights file there is not plain weights: loading it would run code "
+            f"({found.group(1) if found else 'an object other than tensors'}), so it was not loaded. "
+            "Do not retry with weights_only=False: get model.safetensors from whoever made the model, "
+            "or load a folder you trust.") from None
+    except (LocalEntryNotFoundError, OSError) as e:
+        if Path(source).expanduser().exists():  # a local folder: the error is about its files
+            raise
+        raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the Hub "
+                           f"is not reachable ({type(e).__name__}).\n"
+                           f"{offline_weights_help(source.removeprefix('hf-hub:'), use=use)}") from e
+
+
 def create_image_model(args: ModelArgs, label_names: list[str],
                        image_size: int | None = None) -> torch.nn.Module:
     """Build a timm model with a fresh head for ``label_names``."""
@@ -65,11 +93,12 @@ def create_image_model(args: ModelArgs, label_names: list[str],
     else:
         kwargs.update(pretrained=pretrained)
     try:
-        model = timm.create_model(name, **kwargs)
-    except (LocalEntryNotFoundError, OSError) as e:
-        if not pretrained or isinstance(pretrained, str):
+        with loading_weights(str(pretrained) if isinstance(pretrained, str) else name, "model.pretrained"):
+            model = timm.create_model(name, **kwargs)
+    except RuntimeError as e:
+        if not pretrained or isinstance(pretrained, str) or not isinstance(e.__cause__, OSError):
             raise
-        raise RuntimeError(_no_weights_message(name, e)) from e
+        raise RuntimeError(_no_weights_message(name, e.__cause__)) from e.__cause__
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=list(label_names))
     if image_size is not None:  # train and serve at the recipe's size, not the checkpoint's
         model.pretrained_cfg["input_size"] = (3, image_size, image_size)
@@ -146,7 +175,8 @@ def load_image_model(name_or_path: str) -> torch.nn.Module:
         if "/" not in source:
             raise FileNotFoundError(f"no model folder '{name_or_path}'")
         source = "hf-hub:" + source
-    model = timm.create_model(source, pretrained=True)
+    with loading_weights(name_or_path):
+        model = timm.create_model(source, pretrained=True)
     return model.eval()
 
 
@@ -175,23 +205,17 @@ def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None 
     if isinstance(args.pretrained, str) and not Path(source).expanduser().exists():
         raise RecipeError(f"model.pretrained: no such folder '{source}'")
     model_class = getattr(transformers, TEXT_MODEL_CLASSES[task])
-    kwargs = _attention_dropout(source, args.attention_dropout)
-    if label_names is not None:
-        kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-                      label2id={name: i for i, name in enumerate(label_names)})
-    try:
+    with loading_weights(source, "model.name" if source == args.name else "model.pretrained"):
+        kwargs = _attention_dropout(source, args.attention_dropout)
+        if label_names is not None:
+            kwargs.update(num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+                          label2id={name: i for i, name in enumerate(label_names)})
         tokenizer = transformers.AutoTokenizer.from_pretrained(source)
         if args.pretrained is False:
             config = transformers.AutoConfig.from_pretrained(source, **kwargs)
             model = model_class.from_config(config)
         else:  # a new head of another size than the checkpoint's is expected, not an error
             model = model_class.from_pretrained(source, ignore_mismatched_sizes=True, **kwargs)
-    except OSError as e:
-        if Path(source).expanduser().exists():
-            raise
-        raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the "
-                           f"Hub is not reachable ({type(e).__name__}).\n{offline_weights_help(source)}"
-                           .replace("model.pretrained", "model.name")) from e
     if tokenizer.pad_token is None:  # GPT-2 has none; padding then reuses end-of-text
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -231,7 +255,8 @@ def model_family(name_or_path: str) -> str:
     if not config.is_file():
         from huggingface_hub import hf_hub_download
 
-        config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
+        with loading_weights(name_or_path):
+            config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
     data = json.loads(config.read_text())
     return "timm" if "architecture" in data and "architectures" not in data else "transformers"
 

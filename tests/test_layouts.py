@@ -324,27 +324,6 @@ def test_real_cifar10_parquet_layout_is_untouched():
     assert isinstance(splits["train"].features["img"], datasets.Image)
 
 
-class _Payload:
-    """What a crafted batch file holds: unpickling it would call os.system."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_a_crafted_cifar_pickle_is_refused_and_runs_nothing(cifar_folder, tmp_path):
-    marker = tmp_path / "payload-ran"
-    with open(cifar_folder / "test_batch", "wb") as f:
-        pickle.dump({b"labels": [0], b"data": _Payload(marker)}, f)
-    with pytest.raises(ValueError, match="test_batch.*asks to run .*system.*was not loaded"):
-        read_cifar_pickles(cifar_folder)
-    assert not marker.exists()
-
-
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_numpy_arrays_in_cifar_pickles_of_every_protocol_load(cifar_folder, protocol):
     """Python 2's protocol 2 (the official files), and what Python 3 writes by default or with 5."""
