@@ -221,3 +221,27 @@ def test_resnet18_cifar_stem_is_initialised_like_the_other_convolutions():
     conv1 = timm.create_model("resnet18_cifar", num_classes=10).conv1.weight
     expected = math.sqrt(2 / (64 * 3 * 3))  # gain sqrt(2) over fan_out = out channels x kernel area
     assert abs(conv1.std().item() - expected) < 0.1 * expected
+
+
+@pytest.mark.parametrize("argv,repo,option", [
+    (["generate", "--model", "openai-community/gpt2", "--prompt", "Once"], "openai-community/gpt2",
+     "--model ./weights/gpt2"),
+    (["predict", "--model", "someone/missing", "a text"], "someone/missing", "--model ./weights/missing"),
+    (["finetune", "--recipe", "imdb", "--set", "data.path=DATA"], "google-bert/bert-base-uncased",
+     "--set model.name=./weights/bert-base-uncased"),
+])
+def test_every_command_offline_without_the_model_says_how_to_download(argv, repo, option, tmp_path,
+                                                                       monkeypatch, capsys):
+    """An empty cache, no network: one message with the `hfkit download` recipe, no traceback (the
+    imdb recipe's attention_dropout override reads the model's config first: that read too)."""
+    from hfkit.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(f'{{"text": "film {i}", "label": {i % 2}}}' for i in range(20)))
+    argv = [a.replace("DATA", str(data)) for a in argv] + (
+        ["--output-dir", str(tmp_path / "run")] if argv[0] == "finetune" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"hfkit download {repo} --to" in err and option in err and "Traceback" not in err
