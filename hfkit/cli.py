@@ -10,6 +10,25 @@ from pathlib import Path
 from hfkit.hub import go_offline_if_unreachable
 
 
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse type: a ``kind`` within [low, high] (``low_open``: low itself excluded)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        if (low is not None and (value < low or (low_open and value == low))) or (
+                high is not None and value > high):
+            bound = f"{'>' if low_open else '>='} {low:g}" if high is None else (
+                f"in {'(' if low_open else '['}{low:g}, {high:g}]")
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
+
+
+POSITIVE = _number(int, 1)
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True,
                         help="a registered recipe name (see `hfkit recipes`) or a YAML file")
@@ -18,7 +37,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a recipe field, e.g. --set train.lr=3e-4 (repeatable)")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="latest|PATH",
                         help="continue from the latest checkpoint in the output folder, or from PATH")
-    parser.add_argument("--max-steps", type=int,
+    parser.add_argument("--max-steps", type=POSITIVE,
                         help="stop after N optimizer steps in all (a checkpoint is saved; "
                              "--resume continues); the schedule still spans train.epochs")
 
@@ -57,15 +76,23 @@ def predict_command(args: argparse.Namespace) -> int:
             print(text)
             _print_ranked(ranked)
         return 0
+    from hfkit.data.images import UNREADABLE
+
     classifier = ImageClassifier(args.model)
-    for path in args.inputs:
+    unreadable = 0
+    for path in args.inputs:  # one bad file does not stop the others
         try:
             (ranked,) = classifier.predict([path], top_k=args.top_k)
-        except (OSError, ValueError) as e:
-            print(f"{path}: cannot read image ({e})", file=sys.stderr)
+        except UNREADABLE as e:
+            print(f"{path}: cannot read image ({type(e).__name__}: {e})", file=sys.stderr)
+            unreadable += 1
             continue
         print(path)
         _print_ranked(ranked)
+    if unreadable == len(args.inputs):
+        print(f"hfkit predict: error: none of the {unreadable} inputs could be read as an image",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -167,10 +194,10 @@ def push_command(args: argparse.Namespace) -> int:
 
 def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
     # defaults None: a result folder's recipe.yaml supplies what training used, else QA_DEFAULTS
-    p.add_argument("--max-answer-length", type=int, help="longest answer, in tokens (default 30)")
-    p.add_argument("--doc-stride", type=int,
+    p.add_argument("--max-answer-length", type=POSITIVE, help="longest answer, in tokens (default 30)")
+    p.add_argument("--doc-stride", type=POSITIVE,
                    help="tokens shared by neighbouring windows of a long context (default 128)")
-    p.add_argument("--max-length", type=int, help="tokens per window, question + context (default 384)")
+    p.add_argument("--max-length", type=POSITIVE, help="tokens per window, question + context (default 384)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="bf16: faster on GPUs and on CPUs with AVX512-BF16")
 
@@ -185,17 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=recipes_command)
     p = sub.add_parser("predict", help="classify images or texts with a result folder or Hub model")
     p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=POSITIVE, default=5, help="labels shown per input (default 5)")
     p.add_argument("inputs", nargs="+", help="image files (image model) or texts (text model)")
     p.set_defaults(func=predict_command)
     p = sub.add_parser("generate", help="continue a prompt with a causal LM, printed as it is made")
     p.add_argument("--model", required=True, help="result folder (runs/gpt2) or Hub id")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--temperature", type=float, default=1.0, help="0: greedy decoding")
-    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
-    p.add_argument("--top-p", type=float, help="nucleus sampling: smallest set with this probability")
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
+    p.add_argument("--temperature", type=_number(float, 0.0), default=1.0, help="0: greedy decoding")
+    p.add_argument("--top-k", type=POSITIVE, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=_number(float, 0.0, 1.0, low_open=True),
+                   help="nucleus sampling: smallest set of tokens with this probability, in (0, 1]")
+    p.add_argument("--repetition-penalty", type=_number(float, 0.0, low_open=True), default=1.0,
+                   help="> 1 discourages repeating tokens (default 1: off)")
     p.add_argument("--seed", type=int, help="makes sampling repeatable")
     p.set_defaults(func=generate_command)
     p = sub.add_parser("qa", help="answer a question from a context with an extractive QA model")
@@ -203,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", required=True)
     p.add_argument("--context", help="the text that holds the answer")
     p.add_argument("--context-file", help="read the context from this UTF-8 text file")
-    p.add_argument("--top-k", type=int, default=1, help="number of answers, best first")
+    p.add_argument("--top-k", type=POSITIVE, default=1, help="number of answers, best first")
     p.add_argument("--handle-impossible", action="store_true",
                    help="allow an empty answer when the model says the context has none")
     _add_qa_arguments(p)
@@ -213,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="SQuAD-style JSON file, folder or Hub data set id")
     p.add_argument("--split", help="split to score (default: validation/dev, else the only one)")
     p.add_argument("--output-dir", help="where predictions go (default: <model>/eval-<data>)")
-    p.add_argument("--max-samples", type=int, help="score only the first N questions")
-    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 4 on CPU, 32 on GPU)")
+    p.add_argument("--max-samples", type=POSITIVE, help="score only the first N questions")
+    p.add_argument("--batch-size", type=POSITIVE,
+                   help="windows per forward pass (default: 4 on CPU, 32 on GPU)")
     p.add_argument("--scorer", choices=["auto", "cmrc2018", "squad"], default="auto",
                    help="EM/F1 definition (auto: cmrc2018 for Chinese, else squad)")
     _add_qa_arguments(p)

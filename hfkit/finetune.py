@@ -73,10 +73,9 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
         # decoded once; crops, flips and resizing run on whole batches on the training device
         tensors.serve_like_tensor_pipeline(model)
         objective.batch_transform = tensors.batch_augment(model, recipe.data, recipe.model.channels_last)
-        train_ds, eval_ds = tensors.tensor_datasets(splits, t.seed)
+        train_ds, eval_ds, skipped = tensors.tensor_datasets(splits, t.seed)
         train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed, drop_last=static)
         eval_loader = tensors.make_tensor_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
-        skipped: list[str] = []
     else:
         train_ds, eval_ds = image_datasets(splits, model, recipe.data, t.seed)
         train_loader = make_loader(train_ds, t.batch_size, True, recipe.data.num_workers, t.seed,

@@ -216,3 +216,56 @@ def test_a_16_bit_png_keeps_its_grey_levels(tmp_path):
     np.testing.assert_array_equal(rgb[0, :, 0], gradient[0] >> 8)
     ds = datasets.Dataset.from_dict({"image": [str(path)]}).cast_column("image", datasets.Image())
     assert torch.equal(decode_all(ds, "image")[0, 0], torch.from_numpy(rgb[..., 0].copy()))
+
+
+# -- what a class-folder layout can get wrong --------------------------------------------------------
+
+def _class_folders(root, layout: dict[str, list[str]]):
+    from conftest import make_image
+
+    for split, classes in layout.items():
+        for name in classes:
+            (root / split / name).mkdir(parents=True)
+            for i in range(3 if not name.startswith("empty") else 0):
+                make_image((20 * i, 100, 200), seed=i).save(root / split / name / f"{i}.jpg")
+    return root
+
+
+@pytest.mark.parametrize("layout,message", [
+    ({"train": ["ants", "bees", "empty-wasps"], "val": ["ants", "bees"]},
+     r"class folder .*train/empty-wasps is empty: add its images, or remove the folder"),
+    ({"train": ["ants", "bees"], "val": ["ants", "bees", "wasps"]},
+     r"val has class folders that train/ lacks \(wasps\): no model can learn a class it never sees"),
+    ({"train": ["ants"], "val": ["ants"]},
+     r"train holds one class folder \('ants'\): classification needs a folder per class, two or more"),
+])
+def test_class_folder_mistakes_are_named(tmp_path, layout, message):
+    from hfkit.data.images import load_image_splits
+    from hfkit.recipes import DataArgs
+
+    root = _class_folders(tmp_path / "data", layout)
+    with pytest.raises(ValueError, match=message):
+        load_image_splits(DataArgs(path=str(root)), seed=0)
+
+
+def test_the_in_memory_path_skips_and_lists_unreadable_files(image_folder, tmp_path, monkeypatch):
+    """A zero-byte, a text, a truncated and a bomb file among CIFAR-sized images: the in-memory path
+    leaves them out and lists them, as the per-image path does, instead of aborting."""
+    from conftest import make_image, tiny_image_overrides
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    bees = image_folder / "train" / "bees"
+    (bees / "zero.jpg").write_bytes(b"")
+    (bees / "notes.jpg").write_text("not an image")
+    make_image((1, 2, 3), size=(32, 32)).save(tmp_path / "whole.jpg")
+    (bees / "truncated.jpg").write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 2000)  # a 100x100 image is then a "bomb"
+    PIL.Image.new("RGB", (100, 100)).save(bees / "bomb.png")
+    recipe = load_recipe("hymenoptera", tiny_image_overrides(image_folder) + [
+        "train.epochs=1", "data.in_memory=true", "data.image_size=32"], output_dir=str(tmp_path / "run"))
+    results = finetune(recipe)
+    assert sorted(Path(p).name for p in results["skipped_files"]) == [
+        "bomb.png", "notes.jpg", "truncated.jpg", "zero.jpg"]
+    assert results["train_samples"] == 24

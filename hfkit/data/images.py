@@ -25,10 +25,13 @@ import torch
 from timm.data import create_transform, resolve_data_config
 from tqdm.auto import tqdm
 
-from hfkit.data.sources import load_splits, pick_splits, seeded_subset
+from hfkit.data.layouts import detect_layout
+from hfkit.data.sources import EVAL_SPLIT_NAMES, dataset_root, load_splits, pick_splits, seeded_subset
 
 logger = logging.getLogger(__name__)
 
+# what PIL raises for a file that is not an image it can decode: empty, text, truncated, a bomb
+UNREADABLE = (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError)
 CACHE_LIMIT = 20_000  # images kept decoded in memory when data.cache_images is left unset
 
 
@@ -76,6 +79,7 @@ def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
 
 def load_image_splits(args, seed: int) -> ImageSplits:
     """Read a recipe's ``data`` section into train/eval splits, with seeded subsets."""
+    check_class_folders(args.path)
     splits = load_splits(args.path)
     train_split, eval_split = pick_splits(splits, args.train_split, args.eval_split)
     train = splits[train_split]
@@ -95,6 +99,39 @@ def load_image_splits(args, seed: int) -> ImageSplits:
     return ImageSplits(seeded_subset(train, args.max_train_samples, seed),
                        seeded_subset(evaluation, args.max_eval_samples, seed),
                        image_col, label_col, _label_names(train, label_col))
+
+
+def check_class_folders(path: str) -> None:
+    """A local ``split/class/image`` folder, checked for what ``datasets`` would do silently: an
+    empty class folder is dropped, a class only in val/ becomes a class no model learns, and one
+    class folder gives no label column at all."""
+    local = Path(path).expanduser()
+    if not local.is_dir() or detect_layout(dataset_root(local)):  # raw CIFAR / Tiny ImageNet: not classes
+        return
+    root = dataset_root(local)
+
+    def folders(parent: Path) -> dict[str, Path]:
+        return {d.name: d for d in sorted(parent.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+    top = folders(root)
+    if "train" not in top:  # not a split/class layout
+        return
+    by_split = {name: folders(d) for name, d in top.items() if name == "train" or name in EVAL_SPLIT_NAMES}
+    for classes in by_split.values():
+        for folder in classes.values():
+            if not any(f.is_file() and not f.name.startswith(".") for f in folder.rglob("*")):
+                raise ValueError(f"class folder {folder} is empty: add its images, or remove the folder "
+                                 "if the class is not wanted")
+    train = by_split["train"]
+    if len(train) == 1:
+        raise ValueError(f"{root / 'train'} holds one class folder "
+                         f"('{next(iter(train))}'): classification needs a folder per class, two or more")
+    for split, classes in by_split.items():
+        extra = sorted(set(classes) - set(train))
+        if train and extra:  # (no class folders in train/: files of another layout)
+            raise ValueError(f"{root / split} has class folders that train/ lacks ({', '.join(extra)}): "
+                             "no model can learn a class it never sees. Add training images for them, "
+                             "or remove them from the evaluation folder")
 
 
 def image_datasets(splits: ImageSplits, model: torch.nn.Module, args, seed: int
@@ -151,7 +188,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.sources = [_source(entry) for entry in entries]
         labels = list(ds[label_col])
         images, skipped = self._scan(name, keep=cache)
-        self.skipped_sources = [_describe(self.sources[i], i) for i in skipped]
+        self.skipped_sources = [describe_source(self.sources[i], i) for i in skipped]
         keep = [i for i in range(len(self.sources)) if i not in skipped]
         self.sources = [self.sources[i] for i in keep]
         self.labels = [int(labels[i]) for i in keep]
@@ -165,7 +202,7 @@ class ImageDataset(torch.utils.data.Dataset):
             try:
                 img = decode_image(self.sources[i], self.min_size)
                 return (img if keep else None), None
-            except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
+            except UNREADABLE as e:
                 return None, f"{type(e).__name__}: {e}"
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -173,7 +210,7 @@ class ImageDataset(torch.utils.data.Dataset):
                                 desc=f"Reading {name} images", unit="img", leave=False))
         skipped = {i: err for i, (_, err) in enumerate(results) if err is not None}
         for i, err in skipped.items():
-            logger.warning("skipping unreadable image %s (%s)", _describe(self.sources[i], i), err)
+            logger.warning("skipping unreadable image %s (%s)", describe_source(self.sources[i], i), err)
         return [img for img, _ in results], skipped
 
     def __len__(self) -> int:
@@ -201,7 +238,7 @@ def _source(entry: dict[str, Any]) -> str | bytes:
     return entry["bytes"] if entry.get("bytes") else entry["path"]
 
 
-def _describe(source: str | bytes, i: int) -> str:
+def describe_source(source: str | bytes, i: int) -> str:
     return str(source) if isinstance(source, (str, Path)) else f"#{i} (embedded bytes)"
 
 

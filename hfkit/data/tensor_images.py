@@ -9,6 +9,7 @@ The same code does evaluation and ``hfkit predict``, so serving sees exactly wha
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 
 import datasets
@@ -18,18 +19,30 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hfkit.data.images import EpochSampler, to_rgb
+from hfkit.data.images import UNREADABLE, EpochSampler, describe_source, to_rgb
 
 # the images of a set this size or smaller are decoded into memory when data.in_memory is unset
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
+logger = logging.getLogger(__name__)
 
 
 def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
                desc: str = "Decoding") -> torch.Tensor:
-    """Every image of ``ds`` as one uint8 tensor [N, 3, H, W] (RGB).
+    """Every image of ``ds`` as one uint8 tensor [N, 3, H, W] (RGB); an unreadable one is an error
+    that names it.
 
     Images must share one size, or ``size`` resizes each to ``size`` x ``size`` (bilinear).
     """
+    images, _, skipped = decode_readable(ds, image_col, size, desc)
+    if skipped:
+        raise ValueError(f"{len(skipped)} unreadable images: {'; '.join(skipped[:5])}")
+    return images
+
+
+def decode_readable(ds: datasets.Dataset, image_col: str, size: int | None = None,
+                    desc: str = "Decoding") -> tuple[torch.Tensor, list[int], list[str]]:
+    """The readable images of ``ds`` as one uint8 tensor, the row of each, and the unreadable
+    files, which are left out (and logged with the reason) as the per-image path leaves them out."""
     entries = ds.cast_column(image_col, datasets.Image(decode=False))[image_col]
 
     def load(entry) -> np.ndarray:
@@ -42,12 +55,21 @@ def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
 
     # one thread: small images decode in microseconds, and threads only fight over the GIL
     # (measured: 50,000 CIFAR PNGs in ~4 s serially, ~9 s in a 2-thread pool)
-    arrays = [load(entry) for entry in tqdm(entries, desc=desc, unit="img", leave=False)]
+    arrays, rows, skipped = [], [], []
+    for i, entry in enumerate(tqdm(entries, desc=desc, unit="img", leave=False)):
+        try:
+            arrays.append(load(entry))
+            rows.append(i)
+        except UNREADABLE as e:
+            skipped.append(describe_source(entry.get("path") or b"", i))
+            logger.warning("skipping unreadable image %s (%s: %s)", skipped[-1], type(e).__name__, e)
+    if not arrays:
+        raise ValueError(f"no readable images in {desc.lower()}: {', '.join(skipped[:3])}, ...")
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images of different sizes {sorted(shapes)[:4]}: set data.image_size to "
                          "resize them to one size, or data.in_memory=false")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), rows, skipped
 
 
 class TensorImages(torch.utils.data.Dataset):
@@ -224,11 +246,16 @@ def uses_tensor_pipeline(model: torch.nn.Module) -> bool:
     return cfg.get("crop_mode") == "squash" and cfg.get("crop_pct") == 1.0
 
 
-def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages]:
-    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory."""
-    return tuple(TensorImages(decode_all(ds, splits.image_column, desc=f"Decoding {name} images"),
-                              list(ds[splits.label_column]), seed)
-                 for name, ds in (("train", splits.train), ("eval", splits.eval)))
+def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages, list[str]]:
+    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory, and the
+    unreadable files left out."""
+    made, skipped = [], []
+    for name, ds in (("train", splits.train), ("eval", splits.eval)):
+        images, rows, unreadable = decode_readable(ds, splits.image_column, desc=f"Decoding {name} images")
+        labels = ds[splits.label_column]
+        made.append(TensorImages(images, [labels[i] for i in rows], seed))
+        skipped += unreadable
+    return made[0], made[1], skipped
 
 
 def make_tensor_loader(ds: TensorImages, batch_size: int, shuffle: bool, seed: int,
