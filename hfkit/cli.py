@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from hfkit.hub import go_offline_if_unreachable
+from hfkit.offline import go_offline_if_unreachable
 
 
 def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False):

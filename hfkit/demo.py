@@ -100,7 +100,7 @@ def _read_config(name_or_path: str) -> dict:
         try:
             config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
         except Exception as e:
-            from hfkit.hub import offline_weights_help
+            from hfkit.offline import offline_weights_help
 
             raise RuntimeError(f"cannot get config.json of '{name_or_path}' ({type(e).__name__}): it is "
                                "neither a local folder nor in the local cache, or the Hub is not reachable.\n"
@@ -238,7 +238,7 @@ def qa_demo(model) -> gr.Blocks:
 
     with _blocks("hfkit · question answering") as demo:
         gr.Markdown(f"## Extractive question answering\nModel: `{_shown_name(name)}`. The answer is a span "
-                    "of the context; its score is p(start) × p(end).")
+                    "of the context; its score is the softmax of start + end logits over the best answers.")
         with gr.Row():
             with gr.Column():
                 question = gr.Textbox(label="Question", placeholder=QA_EXAMPLE[0], elem_id="question")
@@ -381,7 +381,7 @@ def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, sh
 def serve(name_or_path: str, demo: str | None = None, host: str | None = None, port: int | None = None,
           share: bool = False, examples=None, block: bool = True):
     """Build the demo for a model and serve it (offline from the local cache when the Hub is out of reach)."""
-    from hfkit.hub import go_offline_if_unreachable
+    from hfkit.offline import go_offline_if_unreachable
 
     go_offline_if_unreachable()  # before huggingface_hub (imported by gradio) reads HF_HUB_OFFLINE
     blocks = build_demo(name_or_path, demo, examples)

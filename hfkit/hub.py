@@ -1,5 +1,5 @@
-"""Talking to the Hugging Face Hub: knowing when it cannot be reached, saying what to do, pushing result
-folders and downloading repos for offline use."""
+"""Talking to the Hugging Face Hub: pushing result folders and downloading repos for offline use
+(whether it can be reached, and what to say when not, is hfkit.offline's)."""
 
 from __future__ import annotations
 
@@ -7,58 +7,12 @@ import glob
 import importlib
 import os
 import re
-import socket
-import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
 from pathlib import Path
-from urllib.parse import urlparse
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP connect to the Hub endpoint (no retries, unlike the download clients)."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def go_offline_if_unreachable() -> bool:
-    """Set HF_HUB_OFFLINE=1 when the Hub cannot be reached, before datasets/timm are imported.
-
-    Without it every Hub id costs minutes of retries before failing; offline mode answers
-    from the local cache at once, or fails at once with a message we can act on.
-    Returns whether the process now runs offline.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    if "datasets" in sys.modules or "huggingface_hub" in sys.modules:
-        return False  # too late to switch: they read the variable at import time
-    if hub_reachable():
-        return False
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    print("hfkit: the Hugging Face Hub cannot be reached; working offline "
-          "(local paths and the local cache only).", file=sys.stderr)
-    return True
-
-
-def offline_weights_help(repo_id: str, what: str = "model", use: str | None = None) -> str:
-    """How to get a Hub repo onto this machine for offline use; ``use``: the option or recipe field
-    that takes the folder (default: model.pretrained, or data.path for a data set)."""
-    folder = "./weights/" + repo_id.split("/")[-1]
-    repo_type = " --repo-type dataset" if what == "dataset" else ""
-    use = use or ("model.pretrained" if what == "model" else "data.path")
-    option = f"{use} {folder}" if use.startswith("--") else f"--set {use}={folder}"
-    return (f"On a machine with internet, run: hfkit download {repo_id}{repo_type} --to {folder}\n"
-            f"copy the folder here, and pass {option}")
-
+from hfkit.offline import behind_proxy, hub_reachable, offline_mode, offline_weights_help
 
 # ---------------------------------------------------------------------------------------------
 # Pushing a result folder to the Hub
@@ -313,15 +267,14 @@ def _refuse_tokens(staged: Path, tokens: set[str], folder: Path) -> None:
 def _refuse_push_without_hub(repo_id: str) -> None:
     from huggingface_hub import constants, get_token
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if constants.HF_HUB_OFFLINE or offline_mode():
         raise ConnectionError(f"pushing to {repo_id} needs the network, and offline mode is on "
                               f"(HF_HUB_OFFLINE is set): run `unset HF_HUB_OFFLINE`, then {AGAIN}. "
                               "`--dry-run DIR` writes what would be uploaded without the network.")
     if not get_token():
         raise ConnectionError(f"no Hugging Face token to push {repo_id} with: run `hf auth login` (with a "
                               f"token that may write) or set HF_TOKEN, then {AGAIN}.")
-    behind_proxy = any(scheme != "no" for scheme in urllib.request.getproxies())
-    if not behind_proxy and not hub_reachable():
+    if not behind_proxy() and not hub_reachable():
         raise ConnectionError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to push {repo_id}: "
                               f"check the network (and HF_ENDPOINT, if set), then {AGAIN}.")
 
@@ -432,14 +385,13 @@ def _refuse_without_hub(repo_id: str, repo_type: str) -> None:
     from huggingface_hub import constants
 
     what = "dataset" if repo_type == "dataset" else "model"
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if constants.HF_HUB_OFFLINE or offline_mode():
         raise ConnectionError(f"downloading {repo_id} needs the network, and offline mode is on "
                               "(HF_HUB_OFFLINE is set): run `unset HF_HUB_OFFLINE`, then the same command "
                               "again.\nWithout network here: " + offline_weights_help(repo_id, what))
     # A quick connect first: the client sets no timeout, so an unanswered connect would hang for minutes.
-    # Behind a proxy a direct connect proves nothing ("no" is NO_PROXY's list); there the client decides.
-    behind_proxy = any(scheme != "no" for scheme in urllib.request.getproxies())
-    if not behind_proxy and not hub_reachable():
+    # Behind a proxy a direct connect proves nothing; there the client decides.
+    if not behind_proxy() and not hub_reachable():
         raise ConnectionError(f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to download "
                               f"{repo_id}. Check the network (and HF_ENDPOINT, if set), or:\n"
                               + offline_weights_help(repo_id, what))

@@ -7,21 +7,17 @@ The classification head is reset to the data's classes, the class names travel i
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import pickle
-import re
 from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub.errors import LocalEntryNotFoundError
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._hub import save_for_hf
 from timm.models.resnet import BasicBlock, ResNet
 
-from hfkit.hub import offline_weights_help
+from hfkit.offline import loading_weights, offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -55,31 +51,6 @@ class _CifarResNet(ResNet):
         # ResNet.__init__ initialised the stem it built; the replacement gets the same init
         torch.nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         self.maxpool = torch.nn.Identity()
-
-
-@contextlib.contextmanager
-def loading_weights(source: str, use: str = "--model"):
-    """Loading errors as what to do. A pickle that would run code (``torch.load(weights_only=True)``
-    refused it) is reported as refused, never with torch's hint to retry unsafely; a Hub id that is
-    neither cached nor reachable gets the ``hfkit download`` recipe (``use``: how to pass a folder)."""
-    try:
-        yield
-    except (pickle.UnpicklingError, RuntimeError) as e:
-        refused = e if isinstance(e, pickle.UnpicklingError) else e.__cause__  # timm wraps torch's
-        if not isinstance(refused, pickle.UnpicklingError):
-            raise
-        found = re.search(r"GLOBAL (\S+)", str(refused))
-        raise ValueError(
-            f"'{source}': a weights file there is not plain weights: loading it would run code "
-            f"({found.group(1) if found else 'an object other than tensors'}), so it was not loaded. "
-            "Do not retry with weights_only=False: get model.safetensors from whoever made the model, "
-            "or load a folder you trust.") from None
-    except (LocalEntryNotFoundError, OSError) as e:
-        if Path(source).expanduser().exists():  # a local folder: the error is about its files
-            raise
-        raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the Hub "
-                           f"is not reachable ({type(e).__name__}).\n"
-                           f"{offline_weights_help(source.removeprefix('hf-hub:'), use=use)}") from e
 
 
 def create_image_model(args: ModelArgs, label_names: list[str],

@@ -21,7 +21,7 @@ import torch
 from transformers import default_data_collator
 
 from hfkit.data.sources import FILE_BUILDERS, is_string_feature, load_splits, pick_splits, seeded_subset
-from hfkit.hub import offline_weights_help
+from hfkit.offline import load_hub_dataset
 
 __all__ = ["group_into_blocks", "load_lm_texts", "make_block_loader"]
 
@@ -108,12 +108,7 @@ def _load(args) -> datasets.DatasetDict:
                          "is a local file or folder; remove data.config")
     if not path or path.startswith(("http://", "https://", ".", "/", "~")) or path.count("/") > 1:
         raise FileNotFoundError(f"data.path: no such file or folder: '{path}'")
-    try:
-        return datasets.load_dataset(path, args.config)
-    except (ConnectionError, FileNotFoundError) as e:
-        raise ConnectionError(
-            f"could not load the data set '{path}' (config '{args.config}') from the Hub or the "
-            f"local cache ({e}).\n" + offline_weights_help(path, what="dataset")) from e
+    return load_hub_dataset(path, args.config)
 
 
 def _text_column(ds: datasets.Dataset, requested: str | None, path: str) -> str:

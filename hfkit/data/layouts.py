@@ -31,6 +31,7 @@ import PIL.Image
 logger = logging.getLogger(__name__)
 
 CIFAR_FOLDERS = ("cifar-10-batches-py", "cifar-100-python")
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tgz")
 TINY_IMAGENET_FOLDERS = ("tiny-imagenet-200",)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
@@ -47,8 +48,6 @@ def detect_layout(folder: Path) -> Callable[[], datasets.DatasetDict] | None:
         return None
     reader = _reader_for(folder)
     if reader is None:
-        from hfkit.data.sources import ARCHIVES  # sources imports this module
-
         entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))
                    and not (p.is_file() and p.name.endswith(ARCHIVES))]
         if (len(entries) == 1 and entries[0].is_dir()

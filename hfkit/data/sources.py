@@ -8,12 +8,11 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from hfkit.data.layouts import detect_layout
-from hfkit.hub import offline_weights_help
+from hfkit.data.layouts import ARCHIVES, detect_layout
+from hfkit.offline import load_hub_dataset
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                  ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
-ARCHIVES = (".zip", ".tar", ".tar.gz", ".tar.bz2", ".tar.xz", ".tgz")
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
 
 
@@ -59,7 +58,7 @@ def load_splits(path: str) -> datasets.DatasetDict:
         return _read_local(builder, data_files={"train": str(local)})
     if path.startswith((".", "/", "~")) or path.count("/") > 1 or not path:
         raise FileNotFoundError(f"data.path: no such file or folder: '{path}'")
-    return _load_hub(path)
+    return load_hub_dataset(path)
 
 
 def _read_local(*args, **kwargs) -> datasets.DatasetDict:
@@ -96,15 +95,6 @@ def _json_error(path: str) -> str | None:
         if e is not None:
             return f"{path}, line {number}, column {e.colno}: {e.msg}"
     return None
-
-
-def _load_hub(repo_id: str) -> datasets.DatasetDict:
-    try:
-        return datasets.load_dataset(repo_id)
-    except (ConnectionError, FileNotFoundError) as e:
-        raise ConnectionError(
-            f"could not load the data set '{repo_id}' from the Hub or the local cache ({e}).\n"
-            + offline_weights_help(repo_id, what="dataset")) from e
 
 
 def download_archive(url: str) -> Path:

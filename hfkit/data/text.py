@@ -27,7 +27,7 @@ from hfkit.data.sources import (
     pick_splits,
     seeded_subset,
 )
-from hfkit.hub import offline_weights_help
+from hfkit.offline import load_hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +180,7 @@ def _read_config(path: str, local: Path, config: str) -> datasets.DatasetDict:
     if local.is_file():
         logger.warning("data.config=%s is ignored for the single file %s", config, path)
         return load_splits(path)
-    try:
-        return datasets.load_dataset(path, config)
-    except (ConnectionError, FileNotFoundError) as e:
-        raise ConnectionError(f"could not load the data set '{path}' ({config}) from the Hub or the local "
-                              f"cache ({e}).\n" + offline_weights_help(path, what="dataset")) from e
+    return load_hub_dataset(path, config)
 
 
 # -- columns and checks -------------------------------------------------------------------------
