@@ -31,7 +31,8 @@ POSITIVE = _number(int, 1)
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True,
-                        help="a registered recipe name (see `hfkit recipes`) or a YAML file")
+                        help="a registered recipe name (see `hfkit recipes`) or a YAML file; "
+                             "`hfkit recipes --show NAME` prints its fields and what each means")
     parser.add_argument("--output-dir", help="where results and checkpoints go (default runs/<recipe>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field, e.g. --set train.lr=3e-4 (repeatable)")
@@ -53,7 +54,11 @@ def finetune_command(args: argparse.Namespace) -> int:
 
 
 def recipes_command(args: argparse.Namespace) -> int:
-    from hfkit.recipes import list_recipes, load_recipe
+    from hfkit.recipes import describe, list_recipes, load_recipe
+
+    if args.show:
+        print(describe(load_recipe(args.show, args.overrides)))
+        return 0
 
     rows = [("name", "task", "model", "description")]
     for name in list_recipes():
@@ -208,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="train a recipe (same as scripts/finetune.py)")
     add_run_arguments(p)
     p.set_defaults(func=finetune_command)
-    p = sub.add_parser("recipes", help="list the registered recipes")
+    p = sub.add_parser("recipes", help="list the registered recipes, or show one's fields")
+    p.add_argument("--show", metavar="NAME|FILE",
+                   help="print the fields the recipe's task reads: value and meaning of each")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --show: the values after these overrides")
     p.set_defaults(func=recipes_command)
     p = sub.add_parser("predict", help="classify images or texts with a result folder or Hub model")
     p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")

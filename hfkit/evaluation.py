@@ -17,7 +17,8 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
                 doc_stride: int = 128, max_length: int = 384, scorer: str = "auto",
                 precision: str = "fp32") -> dict[str, Any]:
     """EM/F1 of an extractive QA model on SQuAD-style data; writes predictions.json,
-    nbest_predictions.json and eval_results.json into ``output_dir``."""
+    nbest_predictions.json and eval_results.json into ``output_dir``. Spans rank by their logit
+    sums across windows, as in transformers' ``run_qa.py``, so the numbers compare with its own."""
     from hfkit.data.qa import load_qa_data
     from hfkit.inference import QuestionAnswerer
     from hfkit.objectives import ExtractiveQA, metric, qa_scorer

@@ -14,7 +14,8 @@ import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
-from hfkit.models import label_names, load_image_model, loading_weights, position_limit
+from hfkit.models import label_names, load_image_model, position_limit
+from hfkit.offline import loading_weights
 from hfkit.qa import top_spans
 
 
@@ -227,8 +228,7 @@ class QuestionAnswerer:
                 batch = {k: v.to(self.device) for k, v in collate(rows).items()}
                 context_mask = batch.pop("context_mask")
                 out = self.model(**batch)
-                found = top_spans(out.start_logits, out.end_logits, context_mask, max_answer_length,
-                                  with_null=handle_impossible)
+                found = top_spans(out.start_logits, out.end_logits, context_mask, max_answer_length)
                 for key, value in found.items():
                     spans.setdefault(key, []).extend(value.cpu().numpy())
         unsorted = {key: [None] * n for key in spans}
@@ -272,8 +272,10 @@ def answer(question: str | Sequence[str], context: str | Sequence[str],
     character offsets into the context. Returns one dict for one question with ``top_k=1``, a list
     of ``top_k`` dicts for one question, and a list of those for several questions (as the old
     transformers pipeline did). Contexts longer than the window are read in overlapping windows
-    of ``max_length`` tokens, ``doc_stride`` tokens of overlap. With ``handle_impossible`` the
-    answer may be empty (SQuAD 2.0-style models), when the model's "no answer" score is best.
+    of ``max_length`` tokens, ``doc_stride`` tokens of overlap. Spans rank by their start + end
+    logits across all windows, as ``run_qa.py`` ranks them; ``score`` is the softmax of those sums
+    over the question's best answers (:mod:`hfkit.qa`). With ``handle_impossible`` the answer may
+    be empty (SQuAD 2.0-style models), when the model's "no answer" logits (CLS) score best.
     ``model`` is a folder, a Hub id or a loaded :class:`QuestionAnswerer` (loaded models are
     kept, so repeated calls with the same name load once).
 

@@ -146,7 +146,8 @@ class ExtractiveQA:
 
     Evaluation keeps only each window's best spans (:func:`hfkit.qa.top_spans`, on the device),
     so gathering never moves full logits; ``metrics`` joins the windows back into one answer per
-    question, through the offsets kept here.
+    question, through the offsets kept here, ranking spans by their logit sums across windows as
+    ``run_qa.py`` does, so EM/F1 compare with its numbers.
     """
 
     train_metric = "loss"

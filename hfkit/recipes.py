@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from hfkit.tasks import TASKS
+
 __all__ = [
     "DataArgs",
     "EvalArgs",
@@ -274,9 +276,9 @@ class HubArgs:
 class Recipe:
     name: str = "custom"
     """Short name of the recipe; the default output folder is ``runs/<name>``."""
-    task: Literal["image-classification", "text-classification", "causal-lm",
-                  "question-answering"] = "image-classification"
-    """What is trained; picks the data loader, model family and metrics."""
+    task: str = "image-classification"
+    """What is trained (a task of hfkit.tasks: image-classification, text-classification, causal-lm,
+    question-answering); picks the data loader, model family and metrics."""
     description: str = ""
     """One line shown by ``hfkit recipes``."""
     output_dir: str | None = None
@@ -288,6 +290,8 @@ class Recipe:
     hub: HubArgs = field(default_factory=HubArgs)
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise RecipeError(f"task: unknown task '{self.task}'; one of {', '.join(TASKS)}")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
 
@@ -356,7 +360,58 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
     for key, value in extra.items():
         if value is not None:
             _set_dotted(tree, key, value)
-    return _build(Recipe, tree, prefix="")
+    recipe = _build(Recipe, tree, prefix="")
+    check_task_fields(recipe)
+    return recipe
+
+
+def check_task_fields(recipe: Recipe) -> None:
+    """A field set away from its default that the recipe's task never reads is an error: it would
+    silently do nothing (``train.mixup`` on a text recipe, ``data.config`` on an image one)."""
+    reads = TASKS[recipe.task].reads
+    defaults = flat_fields(Recipe(name=recipe.name, task=recipe.task).to_dict())
+    unread = [key for key, value in flat_fields(recipe.to_dict()).items()
+              if key not in reads and value != defaults.get(key)]
+    if unread:
+        raise RecipeError(f"{', '.join(unread)}: not read by a {recipe.task} recipe, so setting "
+                          f"{'it' if len(unread) == 1 else 'them'} would change nothing; remove "
+                          f"{'it' if len(unread) == 1 else 'them'} (`hfkit recipes --show NAME` lists the "
+                          "fields a recipe reads)")
+
+
+def describe(recipe: Recipe) -> str:
+    """The fields the recipe's task reads, section by section: value and docstring of each, as
+    ``hfkit recipes --show NAME`` prints them."""
+    reads = TASKS[recipe.task].reads
+    lines = [f"{recipe.name} ({recipe.task}){': ' + recipe.description if recipe.description else ''}"]
+    hints = typing.get_type_hints(Recipe)
+    sections = [(None, Recipe, recipe)] + [(f.name, hints[f.name], getattr(recipe, f.name))
+                                           for f in dataclasses.fields(Recipe)
+                                           if dataclasses.is_dataclass(hints[f.name])]
+    for section, cls, node in sections:
+        docs, prefix = field_docs(cls), f"{section}." if section else ""
+        rows = [(prefix + f.name, getattr(node, f.name), docs.get(f.name, ""))
+                for f in dataclasses.fields(cls) if prefix + f.name in reads]
+        if rows:
+            lines.append(f"\n[{section or 'recipe'}]")
+            lines += [f"  {key} = {_yaml_value(value)}\n      {' '.join(doc.split())}"
+                      for key, value, doc in rows]
+    return "\n".join(lines)
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def flat_fields(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recipe's nested dict as ``{"train.lr": 0.1, ...}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flat_fields(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _read_yaml(path: Path) -> Any:

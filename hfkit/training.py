@@ -33,7 +33,7 @@ from transformers import get_scheduler
 from hfkit.devices import launcher_pid, process_state, set_cpu_threads, training_precision
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification
-from hfkit.recipes import Recipe, save_recipe
+from hfkit.recipes import Recipe, flat_fields, save_recipe
 
 try:
     import fcntl
@@ -129,7 +129,9 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         out.mkdir(parents=True, exist_ok=True)
         save_recipe(recipe, out / "recipe.yaml")
     if t.tensorboard:
-        accelerator.init_trackers("tensorboard", config=_flat(recipe.to_dict()))
+        accelerator.init_trackers("tensorboard", config={
+            k: v if isinstance(v, (int, float, str, bool)) else str(v)
+            for k, v in flat_fields(recipe.to_dict()).items()})
 
     loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
                  save_model, state, max_steps, objective)
@@ -497,8 +499,8 @@ def recipe_changes(checkpoint: Path, recipe: Recipe) -> dict[str, tuple[Any, Any
         return {}
     import yaml
 
-    then = _flat(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-    now = _flat(recipe.to_dict())
+    then = flat_fields(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+    now = flat_fields(recipe.to_dict())
     return {k: (then.get(k), now.get(k)) for k in sorted(then.keys() | now.keys())
             if then.get(k) != now.get(k)}
 
@@ -557,13 +559,3 @@ def output_lock(out: Path):
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 from hfkit.recipes import DataArgs, EvalArgs, HubArgs, ModelArgs, Recipe, TrainArgs, field_docs
+from hfkit.tasks import COMMON_FIELDS, TASKS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-HEADER = "| key | default | description |\n|---|---|---|\n"
+HEADER = "| key | default | read by | description |\n|---|---|---|---|\n"
 SECTIONS = {"model": ModelArgs, "data": DataArgs, "train": TrainArgs, "eval": EvalArgs, "hub": HubArgs}
 
 
@@ -30,8 +31,15 @@ def _cell(value) -> str:
     return '`""`' if value == "" else f"`{value}`"
 
 
+def _readers(key: str) -> str:
+    """The tasks that read ``key`` (setting it on a recipe of another task is an error)."""
+    if key in COMMON_FIELDS:
+        return "all"
+    return ", ".join(name for name, task in TASKS.items() if key in task.fields)
+
+
 def _row(key: str, value, doc: str) -> str:
-    return f"| `{key}` | {_cell(value)} | {' '.join(doc.split()).replace('``', '`')} |"
+    return f"| `{key}` | {_cell(value)} | {_readers(key)} | {' '.join(doc.split()).replace('``', '`')} |"
 
 
 def table_rows() -> list[str]:

@@ -41,6 +41,22 @@ class PointAt(torch.nn.Module):
         return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
 
 
+class Logits(torch.nn.Module):
+    """Stands in for a model: fixed (start, end) logits for some token ids, 0 elsewhere."""
+
+    def __init__(self, by_id: dict[int, tuple[float, float]]) -> None:
+        super().__init__()
+        self.by_id = by_id
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+        start, end = torch.zeros(input_ids.shape), torch.zeros(input_ids.shape)
+        for token, (s, e) in self.by_id.items():
+            start[input_ids == token], end[input_ids == token] = s, e
+        return QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
+
+
 def _pointing(folder: Path, start: str, end: str, **kwargs) -> QuestionAnswerer:
     qa = QuestionAnswerer(str(folder), device="cpu", **kwargs)
     ids = qa.tokenizer.convert_tokens_to_ids([start, end])
@@ -87,7 +103,10 @@ def test_answer_shapes_follow_the_pipeline(chinese_qa_bin):
     assert len({(r["start"], r["end"]) for r in ranked}) == 4  # distinct spans
     many = answer([QUESTION, "什么是计算机科学的奠基人？"], CONTEXT, model=model, top_k=2)
     assert len(many) == 2 and all(len(r) == 2 for r in many)
-    assert many[0] == ranked[:2]  # batching does not change a question's answers
+    # batching does not change a question's answers (its padding may move a logit by a rounding error)
+    assert [(r["answer"], r["start"], r["end"]) for r in many[0]] == [
+        (r["answer"], r["start"], r["end"]) for r in ranked[:2]]
+    assert [r["score"] for r in many[0]] == pytest.approx([r["score"] for r in ranked[:2]], rel=1e-6)
 
 
 def test_max_answer_length_bounds_the_span(chinese_qa_bin):
@@ -130,21 +149,113 @@ def test_top_spans_keeps_only_valid_spans():
     end = torch.tensor([[5.0, 9.0, 0.0, 0.0, 8.0, 2.0]])
     context = torch.tensor([[0, 0, 1, 1, 1, 1]])
     spans = top_spans(start, end, context, max_answer_length=3, k=36)
-    valid = spans["score"][0] > 0
+    valid = spans["score"][0] > -torch.inf
     pairs = list(zip(spans["start"][0][valid].tolist(), spans["end"][0][valid].tolist()))
     # inside the context (2..5), end >= start, at most 3 tokens
     assert set(pairs) == {(s, e) for s in range(2, 6) for e in range(s, min(s + 3, 6))}
     assert pairs[0] == (2, 4)  # the best start (9) with the best end that is allowed (8)
-    assert spans["score"][0].sum() <= 1.0 + 1e-6
+    assert spans["score"][0][0] == 17.0 and spans["null"][0] == 10.0  # raw logit sums; CLS: 5 + 5
 
 
 def test_collect_answers_maps_tokens_to_characters_across_windows():
     spans = {"start": np.array([[1, 1], [2, 1]]), "end": np.array([[2, 1], [2, 1]]),
              "score": np.array([[0.5, 0.2], [0.6, 0.1]]), "null": np.array([0.0, 0.0])}
     offsets = [[(0, 0), (0, 2), (2, 4)], [(0, 0), (2, 4), (4, 6)]]
-    got = collect_answers(spans, [0, 0], offsets, ["abcdef"], top_k=3)[0]
-    assert got[0] == {"answer": "ef", "score": 0.6, "start": 4, "end": 6}
-    assert got[1]["answer"] == "abcd" and got[2]["answer"] == "ab"
+    got = collect_answers(spans, [0, 0], offsets, ["abcdef"], top_k=4)[0]
+    assert [r["answer"] for r in got] == ["ef", "abcd", "ab", "cd"]  # by logit sum, across windows
+    probs = np.exp([0.6, 0.5, 0.2, 0.1]) / np.exp([0.6, 0.5, 0.2, 0.1]).sum()
+    assert got[0] == {"answer": "ef", "score": pytest.approx(probs[0]), "start": 4, "end": 6}
+    assert [r["score"] for r in got] == pytest.approx(probs)
+    # the "no answer" logits of the windows (the lowest counts, as in utils_qa) win when best
+    spans["null"] = np.array([0.7, 0.9])
+    assert collect_answers(spans, [0, 0], offsets, ["abcdef"], handle_impossible=True)[0][0]["answer"] == ""
+    spans["null"] = np.array([0.7, 0.55])
+    assert collect_answers(spans, [0, 0], offsets, ["abcdef"], handle_impossible=True)[0][0]["answer"] == "ef"
+
+
+def utils_qa_best(start_logits, end_logits, windows, contexts, n_best=20, max_answer_length=30):
+    """transformers' utils_qa.postprocess_qa_predictions (SQuAD v1, no null answer), re-implemented:
+    per window the n_best starts and the n_best ends by raw logit, every valid pair of them scored
+    start + end logit, the best over all windows of a context (the first of equal scores)."""
+    best: dict[int, tuple[float, tuple[int, int]]] = {}
+    for w, ex in enumerate(windows["example_index"]):
+        offsets, context = windows["offset_mapping"][w], windows["context_mask"][w]
+        for s in np.argsort(start_logits[w])[-1:-n_best - 1:-1]:
+            for e in np.argsort(end_logits[w])[-1:-n_best - 1:-1]:
+                if s >= len(context) or e >= len(context) or not (context[s] and context[e]):
+                    continue  # outside the context (utils_qa: offsets set to None)
+                if e < s or e - s + 1 > max_answer_length:
+                    continue
+                score = start_logits[w][s] + end_logits[w][e]
+                if ex not in best or score > best[ex][0]:
+                    best[ex] = (score, (offsets[s][0], offsets[e][1]))
+    return [best[ex][1] for ex in range(len(contexts))]
+
+
+def long_dev_windows(tokenizer, n=50, min_chars=500):
+    """The first ``n`` dev contexts of at least ``min_chars`` characters, with their first question,
+    in 128-token windows with a stride of 32, and per window the gold answer's first and last token
+    when the window holds all of it."""
+    rows = [(p["qas"][0]["question"], p["context"], p["qas"][0]["answers"][0])
+            for article in json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"]
+            for p in article["paragraphs"] if len(p["context"]) >= min_chars][:n]
+    windows = encode_windows(tokenizer, [r[0] for r in rows], [r[1] for r in rows], 128, 32)
+    gold = []
+    for w, (offsets, context) in enumerate(zip(windows["offset_mapping"], windows["context_mask"])):
+        answer_ = rows[windows["example_index"][w]][2]
+        first, last = answer_["answer_start"], answer_["answer_start"] + len(answer_["text"])
+        inside = [i for i, (a, b) in enumerate(offsets) if context[i] and a < last and b > first]
+        covered = [offsets[i] for i, m in enumerate(context) if m]
+        gold.append((inside[0], inside[-1]) if inside and covered[0][0] <= first and covered[-1][1] >= last
+                    else None)
+    return [r[1] for r in rows], windows, gold
+
+
+@pytest.mark.skipif(not CMRC_DEV.is_file(), reason="../shared/data/cmrc2018 is not here")
+def test_spans_rank_by_logit_sums_across_windows_as_utils_qa(chinese_qa_bin):
+    """Untrained logits (noise, sd 0.1) on 50 long dev contexts in 128-token windows, stride 32:
+    hfkit's best answer is utils_qa's for all 50 (a softmax per window agreed on 6 and took the short
+    last window in the 44 others). With +1 on the gold start and end logits both find the gold
+    50/50 (a softmax per window: 39). Lower ranks may differ: utils_qa pairs only the 20 best starts
+    with the 20 best ends of a window, hfkit scores every valid span."""
+    from transformers import AutoTokenizer
+
+    contexts, windows, gold = long_dev_windows(AutoTokenizer.from_pretrained(chinese_qa_bin))
+    n = len(windows["input_ids"])
+    assert len(contexts) == 50 and n == 417
+    rng = np.random.default_rng(0)
+    untrained = rng.normal(0, 0.1, (n, 128)), rng.normal(0, 0.1, (n, 128))  # padded to 128, as run_qa
+    signal = [logits.copy() for logits in untrained]
+    for w, g in enumerate(gold):
+        if g is not None:
+            signal[0][w, g[0]] += 1
+            signal[1][w, g[1]] += 1
+    context_mask = torch.zeros(n, 128, dtype=torch.bool)
+    for w, mask in enumerate(windows["context_mask"]):
+        context_mask[w, :len(mask)] = torch.tensor(mask, dtype=torch.bool)
+    gold_chars = {windows["example_index"][w]: (windows["offset_mapping"][w][g[0]][0],
+                                                 windows["offset_mapping"][w][g[1]][1])
+                  for w, g in enumerate(gold) if g is not None}
+    for start, end in (untrained, signal):
+        spans = top_spans(torch.tensor(start), torch.tensor(end), context_mask, max_answer_length=30)
+        found = collect_answers({k: v.numpy() for k, v in spans.items()}, windows["example_index"],
+                                windows["offset_mapping"], contexts)
+        assert [(r[0]["start"], r[0]["end"]) for r in found] == utils_qa_best(start, end, windows, contexts)
+    assert [(r[0]["start"], r[0]["end"]) for r in found] == [gold_chars[ex] for ex in range(50)]
+
+
+def test_answer_ranks_a_long_window_above_a_short_last_one(chinese_qa_bin):
+    """Through ``answer``: 艾伦·图灵 in a full window (logits 3 on 艾 and 灵) beats 李白 alone in the short
+    last window (logits 2.5): a per-window softmax spread over the full window's context would pick 李白."""
+    context = "艾伦·图灵" + _filler(156, 5) + "李白"
+    qa = QuestionAnswerer(str(chinese_qa_bin), device="cpu", max_length=64, doc_stride=16)
+    ids = qa.tokenizer.convert_tokens_to_ids(["艾", "灵", "李", "白"])
+    qa.model = Logits({ids[0]: (3.0, 0.0), ids[1]: (0.0, 3.0), ids[2]: (2.5, 0.0), ids[3]: (0.0, 2.5)})
+    windows = encode_windows(qa.tokenizer, [QUESTION], [context], 64, 16)
+    assert sum(windows["context_mask"][-1]) < 20  # the last window is short
+    got = answer(QUESTION, context, model=qa, top_k=2)
+    assert [r["answer"] for r in got] == ["艾伦·图灵", "李白"]
+    assert got[0]["score"] / got[1]["score"] == pytest.approx(np.exp(6.0 - 5.0), rel=1e-5)
 
 
 # -- data ----------------------------------------------------------------------------------------

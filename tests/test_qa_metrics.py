@@ -50,8 +50,8 @@ def test_removes_full_width_and_listed_ascii_punctuation():
     assert cmrc.remove_punctuation("甲、乙·丙－丁～戊。") == "甲乙丙丁戊"
     # every ASCII character of the official list: - : _ * ^ / \ ~ ` + =
     assert cmrc.remove_punctuation("a-b:c_d*e^f/g\\h~i`j+k=l") == "abcdefghijkl"
-    # '……' is listed; the single character '…' is treated as punctuation (a documented choice)
-    assert cmrc.remove_punctuation("等等……") == "等等"
+    # the official list holds '……' (two characters) but tests one character at a time: '…' stays
+    assert cmrc.remove_punctuation("等等……") == "等等……"
 
 
 def test_keeps_ascii_sentence_punctuation_and_lowercases():
@@ -76,14 +76,40 @@ def test_removed_punctuation_does_not_end_a_word_run():
     assert cmrc.mixed_segmentation("光荣和ω-force", rm_punc=True) == ["光", "荣", "和", "ωforce"]
 
 
-def test_word_tokenizer_approximates_nltk():
+def test_word_tokenizer_matches_nltk():
     assert cmrc.word_tokenize("hello, world!") == ["hello", ",", "world", "!"]
     # decimals and thousands stay whole; only the final period is split off
     assert cmrc.word_tokenize("3.5 kg for 1,000 people.") == ["3.5", "kg", "for", "1,000", "people", "."]
     assert cmrc.word_tokenize("(a; b?)") == ["(", "a", ";", "b", "?", ")"]
     assert cmrc.word_tokenize("don't stop, it's") == ["do", "n't", "stop", ",", "it", "'s"]
+    assert cmrc.word_tokenize("cannot") == ["can", "not"]  # nltk's MacIntyre contractions
     assert cmrc.word_tokenize('"iskra"') == ["``", "iskra", "''"]  # nltk rewrites double quotes
     assert cmrc.word_tokenize("  ") == []
+
+
+# nltk 3.10.4 with its English punkt_tab model: nltk.word_tokenize, and the same words without the
+# sentence split (nltk.word_tokenize(text, preserve_line=True), here treebank_tokenize)
+PUNKT_CASES = [
+    ("e.g. by", ["e.g", ".", "by"], ["e.g.", "by"]),
+    ("p.e. (1984)", ["p.e", ".", "(", "1984", ")"], ["p.e.", "(", "1984", ")"]),
+    ("r.s.;", ["r.s", ".", ";"], ["r.s.", ";"]),
+    ("t.f. gilbert", ["t.f", ".", "gilbert"], ["t.f.", "gilbert"]),
+    ("learning. machine", ["learning", ".", "machine"], ["learning.", "machine"]),
+    ("in 1984. (the", ["in", "1984", ".", "(", "the"], ["in", "1984.", "(", "the"]),
+    ("x. administrators", ["x", ".", "administrators"], ["x.", "administrators"]),
+    # no sentence ends: abbreviations of the English model, an initial or a number before a
+    # lower-case word
+    ("mr. smith", ["mr.", "smith"], ["mr.", "smith"]),
+    ("u.s. army", ["u.s.", "army"], ["u.s.", "army"]),
+    ("j. smith", ["j.", "smith"], ["j.", "smith"]),
+    ("in 1984. the", ["in", "1984.", "the"], ["in", "1984.", "the"]),
+]
+
+
+@pytest.mark.parametrize("text, nltk_words, unsplit_words", PUNKT_CASES)
+def test_word_tokenize_splits_sentences_as_nltk_punkt(text, nltk_words, unsplit_words):
+    assert cmrc.word_tokenize(text) == nltk_words
+    assert cmrc.treebank_tokenize(text) == unsplit_words
 
 
 def test_longest_common_substring_is_contiguous():
@@ -184,6 +210,37 @@ def test_cmrc_accumulates_batches(metric):
     assert module.compute() == {"exact_match": 50.0, "f1": 50.0}
 
 
+# (prediction, answers, the official EM and F1 of the pair), scored by the official
+# cmrc2018_evaluate.py run with nltk 3.10.4 and its English punkt_tab model
+OFFICIAL_CASES = [
+    ("北京…", ["北京"], 0, 0.8),  # '…' stays: 北 京 … vs 北 京, P = 2/3, R = 1
+    ("等等……", ["等等"], 0, 0.8),  # 等 等 …… vs 等 等
+    ("他说……", ["他说……"], 1, 1.0),
+    ("e.g. by egi", ["e.g."], 0, 2 / 3),  # [e.g . by egi] vs [e.g .]: P = 2/4, R = 1
+    ("p.e. (1984)", ["p.e."], 0, 4 / 7),  # [p.e . ( 1984 )] vs [p.e .]: P = 2/5, R = 1
+    ("t.f. gilbert", ["t.f"], 0, 0.5),  # [t.f . gilbert] vs [t.f]: P = 1/3, R = 1
+    ("mr. smith", ["mr."], 0, 0.0),  # 'mr' is an abbreviation: [mr. smith] vs [mr .]
+    ("1984. the", ["1984"], 0, 0.0),  # a number before a lower-case word: [1984. the] vs [1984]
+]
+
+
+@pytest.mark.parametrize("prediction, answers, em, f1", OFFICIAL_CASES)
+def test_cmrc_official_scores_of_ellipses_and_sentence_ends(prediction, answers, em, f1):
+    assert cmrc.em_score(prediction, answers) == em
+    assert cmrc.f1_score(prediction, answers) == pytest.approx(f1)
+
+
+def test_cmrc_official_totals_of_ellipses_and_sentence_ends(metric):
+    ids = [f"q{i}" for i in range(len(OFFICIAL_CASES))]
+    result = metric("cmrc2018").compute(
+        predictions=[{"id": i, "prediction_text": c[0]} for i, c in zip(ids, OFFICIAL_CASES)],
+        references=[{"id": i, "answers": {"text": c[1], "answer_start": [0] * len(c[1])}}
+                    for i, c in zip(ids, OFFICIAL_CASES)])
+    # the official script prints EM 12.5, F1 54.22619047619048 (hfkit used to say 37.5 and 37.5)
+    assert result["exact_match"] == 12.5
+    assert result["f1"] == pytest.approx(54.22619047619048, abs=1e-9)
+
+
 # ---------------------------------------------------------------------------------------------
 # SQuAD v1.1
 
@@ -260,3 +317,25 @@ def test_cmrc_dev_missing_predictions_count_as_zero(metric):
     expected = 100.0 * 1610 / 3219  # the 1,609 others score 0
     assert result["exact_match"] == pytest.approx(expected)
     assert result["f1"] == pytest.approx(expected)
+
+
+
+def test_cmrc_dev_runs_that_sentence_splitting_changes(monkeypatch):
+    """nltk (3.10.4, English punkt_tab) ends a sentence inside 7 of the runs of the dev contexts."""
+    if not CMRC_DEV.is_file():
+        pytest.skip(f"{CMRC_DEV} is not there")
+    runs, tokenize = set(), cmrc.word_tokenize
+    monkeypatch.setattr(cmrc, "word_tokenize", lambda run: runs.add(run) or tokenize(run))
+    for article in json.loads(CMRC_DEV.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            for rm_punc in (False, True):
+                cmrc.mixed_segmentation(paragraph["context"], rm_punc=rm_punc)
+    changed = {r for r in runs if tokenize(r) != cmrc.treebank_tokenize(r)}
+    assert len(runs) == 4133 and len(changed) == 7
+    # the words that lose their final period to a sentence end, in those 7 runs
+    split = {w for r in changed for w in set(cmrc.treebank_tokenize(r)) - set(tokenize(r))}
+    assert split == {"e.g.", "p.e.", "t.m.", "d.f.", "r.s.", "t.f.", "learning.", "generalizations."}
+    run = "17, 1995.mitchell, t.m. (1980). the need for biases in learning generalizations. cbm"
+    assert tokenize(run) == [
+        "17", ",", "1995.mitchell", ",", "t.m", ".", "(", "1980", ")", ".", "the", "need", "for", "biases",
+        "in", "learning", "generalizations", ".", "cbm"]

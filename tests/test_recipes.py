@@ -325,3 +325,43 @@ def test_cli_prints_a_yaml_error_in_one_line(tmp_path, capsys):
     assert main(["finetune", "--recipe", str(path)]) == 2
     err = capsys.readouterr().err
     assert "not valid YAML at line 2" in err and "Traceback" not in err and len(err.splitlines()) <= 2
+
+
+@pytest.mark.parametrize("recipe,override,task", [
+    ("hymenoptera", "data.config=plain_text", "image-classification"),
+    ("imdb", "train.mixup=0.2", "text-classification"),
+    ("imdb", "data.image_size=64", "text-classification"),
+    ("cmrc2018", "train.label_smoothing=0.1", "question-answering"),
+    ("gpt2", "data.max_length=128", "causal-lm"),
+    ("gpt2", "eval.num_preview_images=4", "causal-lm"),
+])
+def test_a_field_the_task_does_not_read_is_an_error(recipe, override, task):
+    key = override.split("=")[0]
+    with pytest.raises(RecipeError, match=rf"{re.escape(key)}: not read by a {task} recipe"):
+        load_recipe(recipe, [override])
+
+
+def test_a_saved_recipe_with_every_field_loads_back(tmp_path):
+    """recipe.yaml holds every field, unread ones at their defaults: that is no error."""
+    from hfkit.recipes import save_recipe
+
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        save_recipe(recipe, tmp_path / f"{name}.yaml")
+        assert load_recipe(str(tmp_path / f"{name}.yaml")) == recipe
+
+
+def test_recipes_show_lists_what_the_task_reads_with_docs(capsys):
+    from hfkit.cli import main
+
+    assert main(["recipes", "--show", "cifar10", "--set", "train.lr=0.3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cifar10 (image-classification)")
+    assert "  train.lr = 0.3\n      Peak learning rate." in out
+    assert "train.mixup = " in out and "data.random_erasing = 1.0" in out
+    assert "data.block_size" not in out and "eval.qa_scorer" not in out  # other tasks' fields
+
+
+def test_an_unknown_task_names_the_known_ones():
+    with pytest.raises(RecipeError, match="unknown task 'token-classification'; one of image-classification"):
+        load_recipe(None, ["task=token-classification"])

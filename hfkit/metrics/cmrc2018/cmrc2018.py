@@ -1,19 +1,21 @@
 """CMRC 2018 exact match and F1, as defined by the official scorer (``cmrc2018_evaluate.py``).
 
 A local ``evaluate`` module: load it with ``hfkit.metrics.load_metric("cmrc2018")``.
-Self-contained on purpose (``evaluate`` copies this file alone into its cache), and without nltk:
-the official scorer's ``nltk.word_tokenize`` is replaced by :func:`word_tokenize` below, a short
-port of nltk's Treebank regex rules, which only ever sees the runs of non-CJK characters.
+Self-contained on purpose (``evaluate`` copies this file alone into its cache), and without nltk,
+whose sentence splitter needs a model downloaded apart from it: the official scorer's
+``nltk.word_tokenize`` (Punkt sentences, then NLTKWordTokenizer words) is :func:`word_tokenize`
+below, a port of both for what they see here, the lower-cased runs of non-CJK characters.
 
 Differences from SQuAD v1.1 (the ``squad`` metric): each CJK character (U+4E00-U+9FA5) is a token
 of its own; F1 comes from the longest common *contiguous* run of tokens, not from the bag of
 common tokens; only a fixed set of punctuation is removed (``SP_CHAR``: ASCII ``. , ! ? ; ' "``
-are kept); no English articles are dropped; EM compares the texts with that punctuation removed,
-so whitespace inside them still counts.
+are kept, and so is '…'); no English articles are dropped; EM compares the texts with that
+punctuation removed, so whitespace inside them still counts.
 """
 
 import logging
 import re
+import string
 
 import datasets
 import evaluate
@@ -66,60 +68,184 @@ Example:
     {'exact_match': 100.0, 'f1': 100.0}
 """
 
-# The official scorer's list, in its order. It holds '……' (two characters), which the per-character
-# test `char in sp_char` can never match, so the official code keeps the ellipsis character '…'.
-# CMRC 2018's description lists '……' among the removed punctuation, so here '…' (U+2026) is removed
-# too: the only deliberate departure from the official code (on the dev set's answers it changes
-# nothing, none of them holds '…').
+# The official scorer's list, in its order. It tests one character at a time (`char in sp_char`), so
+# its two-character '……' never matches: '…' (U+2026) is kept, in the run of non-CJK characters.
 OFFICIAL_SP_CHAR = ["-", ":", "_", "*", "^", "/", "\\", "~", "`", "+", "=", "，", "。", "：", "？", "！",
                     "“", "”", "；", "’", "《", "》", "……", "·", "、", "「", "」", "（", "）", "－", "～",
                     "『", "』"]
-SP_CHAR = frozenset(c for c in OFFICIAL_SP_CHAR if len(c) == 1) | {"…"}
+SP_CHAR = frozenset(c for c in OFFICIAL_SP_CHAR if len(c) == 1)
 
-# nltk.word_tokenize, approximated for the runs of non-CJK characters (the official scorer calls it
-# on each run) by a short port of the substitution rules of nltk's NLTKWordTokenizer (Treebank):
-# split on whitespace; split off ! ? ; @ # $ % & * ( ) [ ] { } < > and quotes; split off ',' and
-# ':' except before a digit (1,000), '..' and longer, and only the final '.' of the run (3.5, a.b and
-# u.s. mid-run stay whole); rewrite '"' as `` (opening) or '' (closing); split the clitics 's 'm 'd
-# 'll 're 've n't off their word (don't -> do n't). Not reproduced: nltk's sentence splitting (punkt)
-# before those rules, and its rare contractions (cannot -> can not, gonna, ...). Most characters that
-# nltk treats specially never get here anyway: '-' ':' '_' '*' '/' and the like are in SP_CHAR, so
-# they are tokens of their own, or removed, before any run is tokenized.
+
+# nltk.word_tokenize without nltk (whose Punkt model is a separate download): Punkt splits the run into
+# sentences, then NLTKWordTokenizer splits each sentence into words. Ported from nltk 3.10.4 for what
+# reaches it here: lower-cased runs without CJK characters (mixed_segmentation lower-cases first).
+# Checked token for token against nltk 3.10.4 with its English punkt_tab model on every run of the
+# CMRC 2018 dev contexts and on random text around periods, quotes and brackets.
+def word_tokenize(text):
+    """``nltk.word_tokenize(text)`` for lower-cased ``text``: words of each Punkt sentence."""
+    return [word for sentence in sent_tokenize(text) for word in treebank_tokenize(sentence)]
+
+
 def _rules(*rules):
     return [(re.compile(pattern), replacement) for pattern, replacement in rules]
 
 
-_OPENING_AND_PUNCTUATION_RULES = _rules(
-    (r"([«“‘„]|`+)", r" \1 "),                            # opening quotes
-    (r'^"', "``"),
+# NLTKWordTokenizer's rules, in its order. nltk writes the first final-period rule with a possessive
+# '*+' (Python 3.11+); as '\s*$' must follow, the plain '*' matches the same texts.
+_STARTING_QUOTES = _rules(
+    (r"([«“‘„]|[`]+)", r" \1 "),
+    (r'^"', r"``"),
     (r"(``)", r" \1 "),
-    (r'([ (\[{<])("|\'{2})', r"\1 `` "),
-    (r"(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)", r"\1 "),
-    (r"([:,])([^\d])", r" \1 \2"),                       # ',' and ':' unless before a digit
-    (r"([:,])$", r" \1 "),
-    (r"\.{2,}", r" \g<0> "),                               # ...
-    (r"[;@#$%&?!*\u2012-\u2015\]\[(){}<>]", r" \g<0> "),
-    (r'([^.])(\.)([\])}>"\'»”’]*)\s*$', r"\1 \2 \3 "),    # the final period only
-    (r"([^'])' ", r"\1 ' "),
+    (r"([ \(\[{<])(\"|\'{2})", r"\1 `` "),
+    (r"(?i)(?<!\w)(\')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)", r"\1 "),
 )
-_CLOSING_RULES = _rules(                                  # applied with a space around the text
-    (r"([»”’])", r" \1 "),                                 # closing quotes
+_PUNCTUATION = _rules(
+    (r'([^\.])(\.)([\]\)}>"\'»”’ ]*)\s*$', r"\1 \2 \3 "),
+    (r"([:,])([^\d])", r" \1 \2"),
+    (r"([:,])$", r" \1 "),
+    (r"\.{2,}", r" \g<0> "),
+    (r"[;@#$%&]", r" \g<0> "),
+    (r"[\u2012-\u2015]", r" \g<0> "),
+    (r'([^\.])(\.)([\]\)}>"\']*)\s*$', r"\1 \2\3 "),
+    (r"[?!]", r" \g<0> "),
+    (r"([^'])' ", r"\1 ' "),
+    (r"[*]", r" \g<0> "),
+    (r"[\]\[\(\)\{\}\<\>]", r" \g<0> "),
+    (r"--", r" -- "),
+)
+_ENDING_QUOTES = _rules(  # applied with a space around the text
+    (r"([»”’])", r" \1 "),
     (r"''", " '' "),
     (r'"', " '' "),
     (r"\s+", " "),
-    (r"([^' ])('s|'m|'d|') ", r"\1 \2 "),                  # clitics: it's -> it 's
-    (r"([^' ])('ll|'re|'ve|n't) ", r"\1 \2 "),             # don't -> do n't
+    (r"([^' ])('[sS]|'[mM]|'[dD]|') ", r"\1 \2 "),
+    (r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) ", r"\1 \2 "),
 )
+_CONTRACTIONS = [re.compile(p) for p in (
+    r"(?i)\b(can)(not)\b", r"(?i)\b(d)('ye)\b", r"(?i)\b(gim)(me)\b", r"(?i)\b(gon)(na)\b",
+    r"(?i)\b(got)(ta)\b", r"(?i)\b(lem)(me)\b", r"(?i)\b(more)('n)\b", r"(?i)\b(wan)(na)(?=\s)",
+    r"(?i) ('t)(is)\b", r"(?i) ('t)(was)\b")]
 
 
-def word_tokenize(text):
-    """Split ``text`` (lower-cased, no CJK) into words and punctuation, approximating nltk's."""
-    for pattern, replacement in _OPENING_AND_PUNCTUATION_RULES:
+def treebank_tokenize(text):
+    """``NLTKWordTokenizer().tokenize(text)``: the words of one sentence ('don't' -> 'do', "n't")."""
+    for pattern, replacement in _STARTING_QUOTES + _PUNCTUATION:
         text = pattern.sub(replacement, text)
     text = f" {text} "
-    for pattern, replacement in _CLOSING_RULES:
+    for pattern, replacement in _ENDING_QUOTES:
         text = pattern.sub(replacement, text)
+    for pattern in _CONTRACTIONS:
+        text = pattern.sub(r" \1 \2 ", text)
     return text.split()
+
+
+# Punkt's English model (nltk_data punkt_tab/english): the abbreviations; a word that ends in one of
+# them and '.' does not end a sentence. ('. . ' is what is left of the token '. . .' without its
+# final period.)
+_ABBREVIATIONS = frozenset("""
+    a.a a.c a.d a.g a.h a.m a.m.e a.s a.t adm ala ariz aug ave b.f b.v bros c c.i.t c.o.m.b c.v calif
+    chg cie co col colo conn corp cos ct d d.c d.h d.w dec dr e e.f e.h e.l e.m f f.g f.j feb fla fri
+    ft g g.d g.f g.k ga gen h h.c h.f h.m i.m.s ill inc j.b j.c j.j j.k j.p j.r jan jr k kan ky l l.a
+    l.f l.p lt ltd m m.b.a m.d.c m.j maj messrs mg mich minn mr mrs ms n n.c n.d n.h n.j n.m n.v n.y
+    nev nov oct ok okla ore p p.a.m p.m pa ph.d prof r r.a r.h r.i r.j r.k r.t rep reps s s.a s.a.y
+    s.c s.g s.p.a s.s sen sep sept sr st sw t t.j tenn tues u.k u.n u.s u.s.a u.s.s.r v va vs vt w
+    w.c w.r w.va w.w wash wed wis yr""".split()) | {". . "}
+# The only words the model has seen start a sentence in lower case and never upper-cased: after an
+# initial or a number they may start a sentence, where any other lower-case word may not.
+_LOWERCASE_STARTERS = frozenset({"administrators", "b-week", "r-revised", "z-holiday"})
+
+_NON_WORD = r"(?:[)\";}\]\*:@\'\({\[\u2018\u2019\u201c\u201d\xab\xbb?!])"
+_MULTI_CHAR = r"(?:\-{2,}|\.{2,}|(?:\.\s){2,}\.)"
+_PUNKT_WORD = re.compile(
+    rf"({_MULTI_CHAR}|(?=[^\(\"\`{{\[:;&\#\*@\)}}\]\-,])\S+?"
+    rf"(?=\s|$|{_NON_WORD}|{_MULTI_CHAR}|,(?=$|\s|{_NON_WORD}|{_MULTI_CHAR}))|\S)")
+_POSSIBLE_END = re.compile(rf"[.?!](?=(?P<after_tok>{_NON_WORD}|\s+(?P<next_tok>\S+)))")
+_REALIGN = re.compile(r'["\')\]}\u2018\u2019\u201c\u201d\xab\xbb]+?(?:\s+|(?=--)|$)', re.MULTILINE)
+_NUMBER = re.compile(r"^-?[\.,]?\d[\d,\.-]*\.?$")
+_INITIAL = re.compile(r"[^\W\d]\.$")
+
+
+def sent_tokenize(text):
+    """``nltk.sent_tokenize(text)`` (Punkt, English model) for lower-cased ``text``."""
+    spans, start = [], 0
+    for match, context in _possible_ends(text):
+        if _breaks_within(context):
+            spans.append((start, match.end()))
+            start = match.start("next_tok") if match.group("next_tok") else match.end()
+    spans.append((start, len(text.rstrip())))
+    return [text[a:b] for a, b in _realigned(text, spans)]
+
+
+def _possible_ends(text):
+    """Each '.', '?' or '!' before punctuation or a word, with the text Punkt decides it on: the word
+    before it, itself and what follows (nltk's ``_match_potential_end_contexts``)."""
+    found, previous, word = [], None, (0, 0)
+    for match in _POSSIBLE_END.finditer(text):
+        before = text[word[1]:match.start()]
+        space = max((i for i, c in enumerate(before) if c in string.whitespace), default=0)
+        start = space + word[1] + 1 if space else word[0]
+        if previous and word[1] <= start:  # else the end is inside the next one's word ('!!!')
+            found.append((previous, text[word[0]:word[1]] + previous.group() + previous["after_tok"]))
+        previous, word = match, (start, match.start())
+    if previous:
+        found.append((previous, text[word[0]:word[1]] + previous.group() + previous["after_tok"]))
+    return found
+
+
+def _realigned(text, spans):
+    """Closing quotes and brackets after a sentence end move back onto that sentence."""
+    shift = 0
+    for (start, stop), following in zip(spans, spans[1:] + [None]):
+        start += shift
+        match = following and _REALIGN.match(text[following[0]:following[1]])
+        if match:
+            yield start, following[0] + len(match.group().rstrip())
+            shift = match.end()
+        else:
+            shift = 0
+            if start < stop:
+                yield start, stop
+
+
+def _breaks_within(context):
+    """Whether Punkt ends a sentence after a token of ``context`` that another token follows."""
+    tokens = [word for line in context.split("\n") for word in _PUNKT_WORD.findall(line)]
+    ends = [_ends_sentence(token) for token in tokens]
+    for i in range(len(tokens) - 1):  # Punkt's second pass: decided on the next token too
+        if ends[i] and _kept_together(tokens[i], tokens[i + 1], ends[i + 1]):
+            ends[i] = False
+    return any(ends[:-1])
+
+
+def _ends_sentence(token):
+    """Punkt's first pass: '.', '?', '!', and a word ending in one '.' that is no abbreviation."""
+    if token in (".", "?", "!"):
+        return True
+    if not token.endswith(".") or token.endswith(".."):
+        return False
+    word = token[:-1].lower()
+    return word not in _ABBREVIATIONS and word.split("-")[-1] not in _ABBREVIATIONS
+
+
+def _kept_together(token, following, following_ends):
+    """Punkt's second pass, for a break after ``token``: an initial or a number stays in its sentence
+    when the next token cannot start one. On lower-cased text nothing else in it changes a decision:
+    its orthographic evidence for a break needs an upper-case word, and each collocation of the
+    English model pairs an initial or a number with a lower-case word, kept together here anyway."""
+    initial = _INITIAL.match(token)
+    if not (initial or _punkt_type(token, drop_period=True) == "##number##"):
+        return False
+    if initial and following[0].isupper():  # only letters such as 'ℝ' stay upper case after lower()
+        return True  # unknown to the model, so Punkt's rule for "J. Bach" applies
+    return following in (";", ":", ",", ".", "!", "?") or (
+        following[0].islower()
+        and _punkt_type(following, drop_period=following_ends) not in _LOWERCASE_STARTERS)
+
+
+def _punkt_type(token, drop_period):
+    """Punkt's type of a token: lower-cased, numbers as '##number##', maybe without a final '.'."""
+    kind = _NUMBER.sub("##number##", token.lower())
+    return kind[:-1] if drop_period and len(kind) > 1 and kind.endswith(".") else kind
 
 
 def _is_cjk(char):

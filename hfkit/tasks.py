@@ -1,0 +1,123 @@
+"""What each task *is*, in one record: the registry every other module looks tasks up in.
+
+A task's recipe name, model family and transformers Auto class, the architectures that mark a
+folder as one of its models, its Hub pipeline tag and card wording, the command and the demo
+that use its models, the metric its curves plot, and the recipe fields it reads. Code that
+trains or serves a task is named by ``module:attribute`` (``runner``, ``predictor``) and imported
+on first use, so this module imports nothing of hfkit and sits below all of it.
+
+Adding a task: one ``register(Task(...))`` here, its runner in :mod:`hfkit.finetune`, its data
+loader in :mod:`hfkit.data`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Literal
+
+# recipe fields every task reads (the run itself, the loop, the Hub upload)
+COMMON_FIELDS = frozenset({
+    "name", "task", "description", "output_dir", "model.name", "model.pretrained", "data.path",
+    "data.train_split", "data.eval_split", "data.val_fraction", "data.max_train_samples",
+    "data.max_eval_samples", "train.epochs", "train.batch_size", "train.eval_batch_size",
+    "train.lr", "train.optimizer", "train.momentum", "train.weight_decay", "train.weight_decay_norm_and_bias",
+    "train.schedule", "train.warmup_ratio", "train.gradient_accumulation_steps", "train.max_grad_norm",
+    "train.mixed_precision", "train.seed", "train.checkpoint_steps", "train.checkpoint_epochs",
+    "train.keep_checkpoints", "train.early_stopping_patience", "train.tensorboard", "train.compile",
+    "train.compile_mode", "train.ema_decay", "eval.metric", "eval.greater_is_better"}) | {
+    f"hub.{k}" for k in ("push", "repo_id", "private", "license", "revision", "create_pr", "commit_message")}
+TEXT_FIELDS = frozenset({"model.attention_dropout"})
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    family: Literal["timm", "transformers"]
+    pipeline_tag: str
+    title: str  # the Hub's name of the pipeline tag, in a card's model-index
+    summary: str  # the card's first words: "An image classifier"
+    runner: str  # module:function that trains a recipe of this task
+    predictor: str  # module:class that serves its models
+    command: str  # the hfkit command for its models, with {} for the model
+    demo: str  # the name of its demo in hfkit.demo
+    curve_metric: str  # the eval metric its training curves plot beside the loss
+    fields: frozenset[str]  # recipe fields it reads besides COMMON_FIELDS
+    auto_class: str | None = None  # transformers Auto class of its models
+    architectures: tuple[str, ...] = ()  # suffixes of config.json "architectures" of its models
+    does: str = ""  # the card's words after the model: " that continues a text"
+    labels: bool = True  # whether its models have class labels
+
+    def load(self, what: Literal["runner", "predictor"]):
+        """The function or class named by ``runner``/``predictor``, imported now."""
+        module, _, attribute = getattr(self, what).partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return COMMON_FIELDS | self.fields
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register(task: Task) -> Task:
+    TASKS[task.name] = task
+    return task
+
+
+def get(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'; hfkit trains {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def for_config(config: dict) -> Task | None:
+    """The task of a model folder's ``config.json``: timm's (``architecture``) or transformers'
+    ``architectures`` suffix; None when it says neither."""
+    if "architecture" in config and "architectures" not in config:
+        return TASKS["image-classification"]
+    for arch in config.get("architectures") or []:
+        for task in TASKS.values():
+            if arch.endswith(task.architectures):
+                return task
+    return None
+
+
+register(Task(
+    name="image-classification", family="timm", pipeline_tag="image-classification",
+    title="Image Classification", summary="An image classifier",
+    runner="hfkit.finetune:finetune_image_classification", predictor="hfkit.inference:ImageClassifier",
+    command="predict --model {} image.jpg", demo="image", curve_metric="accuracy",
+    architectures=("ForImageClassification",),
+    fields=frozenset({"model.channels_last", "data.image_column", "data.label_column", "data.image_size",
+                      "data.num_workers",
+                      "data.cache_images", "data.hflip", "data.color_jitter", "data.auto_augment",
+                      "data.in_memory", "data.crop_padding", "data.random_erasing", "data.erase_size",
+                      "train.label_smoothing", "train.strategy", "train.unfreeze_after_epochs",
+                      "train.mixup", "train.cutmix", "eval.num_preview_images", "eval.tta_hflip"})))
+register(Task(
+    name="text-classification", family="transformers", pipeline_tag="text-classification",
+    title="Text Classification", summary="A text classifier",
+    runner="hfkit.finetune:finetune_text_classification", predictor="hfkit.inference:TextClassifier",
+    command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
+    auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
+    fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.label_column", "data.max_length",
+                          "data.group_by_length", "train.label_smoothing", "train.strategy",
+                          "train.unfreeze_after_epochs"}))
+register(Task(
+    name="causal-lm", family="transformers", pipeline_tag="text-generation",
+    title="Text Generation", summary="A causal language model", does=" that continues a text",
+    runner="hfkit.finetune:finetune_causal_lm", predictor="hfkit.inference:generate",
+    command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
+    auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
+    fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.block_size"}))
+register(Task(
+    name="question-answering", family="transformers", pipeline_tag="question-answering",
+    title="Question Answering", summary="An extractive question-answering model",
+    does=" that points at the answer to a question in a given text",
+    runner="hfkit.finetune:finetune_question_answering", predictor="hfkit.inference:QuestionAnswerer",
+    command='qa --model {} --question "..." --context "..."', demo="qa", curve_metric="f1",
+    auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
+    fields=TEXT_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",
+                          "eval.max_answer_length", "eval.qa_scorer"}))
