@@ -1,0 +1,113 @@
+"""One reader of result folders and model folders, local or on the Hub.
+
+What a folder is (its task, timm or transformers, its labels) and how it was made (the saved
+``recipe.yaml``, ``all_results.json``) is read here and nowhere else: predict, qa, generate,
+evaluate, push, the model card and the demos all ask :func:`read_result`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hfkit import tasks
+from hfkit.offline import is_hub_id, loading_weights
+
+QA_DEFAULTS = {"max_answer_length": 30, "doc_stride": 128, "max_length": 384}  # as the cmrc2018 recipe
+
+
+@dataclass
+class ResultFolder:
+    source: str  # the folder or Hub id as given
+    config: dict[str, Any]
+    recipe: dict[str, Any] = field(default_factory=dict)  # recipe.yaml as saved ({} if none)
+    results: dict[str, Any] = field(default_factory=dict)  # all_results.json ({} if none)
+
+    @property
+    def family(self) -> str:
+        """timm's config.json has ``architecture``; transformers' has ``architectures``."""
+        timm = "architecture" in self.config and "architectures" not in self.config
+        return "timm" if timm else "transformers"
+
+    @property
+    def task(self) -> tasks.Task:
+        found = tasks.TASKS.get(self.recipe.get("task")) or tasks.for_config(self.config)
+        if found is None:
+            raise ValueError(f"'{self.source}': no recipe.yaml, and config.json does not say what the model "
+                             f"does (architectures: {self.config.get('architectures')}); hfkit serves "
+                             "timm image classifiers and transformers models ending in "
+                             + ", ".join(a for t in tasks.TASKS.values() for a in t.architectures))
+        return found
+
+    @property
+    def architecture(self) -> str | None:
+        if self.family == "timm":
+            return self.config.get("architecture")
+        return (self.config.get("architectures") or [self.config.get("model_type")])[0]
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names in index order ([] when the model has none, or only LABEL_0, LABEL_1 ...)."""
+        if self.family == "timm":
+            return [str(x) for x in self.config.get("label_names") or []]
+        id2label = self.config.get("id2label") or {}
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        return [] if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section of the saved recipe (``data``, ``train``, ...), {} if absent."""
+        return self.recipe.get(name) or {}
+
+    def qa_settings(self, **given: int | None) -> dict[str, int]:
+        """Window and answer length for answering: what is ``given``, else what training used (a
+        QA result folder's recipe), else :data:`QA_DEFAULTS` — so answering decodes as evaluation did."""
+        trained: dict[str, Any] = {}
+        if self.recipe.get("task") == "question-answering":
+            trained = {"max_answer_length": self.section("eval").get("max_answer_length"),
+                       "doc_stride": self.section("data").get("doc_stride"),
+                       "max_length": self.section("data").get("max_length")}
+        return {k: given.get(k) or trained.get(k) or default for k, default in QA_DEFAULTS.items()}
+
+
+def read_result(name_or_path: str) -> ResultFolder:
+    """The folder ``name_or_path`` (a local folder, or a Hub id: from the cache when offline)."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"'{name_or_path}' has no config.json: is it a result or model folder?")
+        return ResultFolder(name_or_path, _json(folder / "config.json"), _yaml(folder / "recipe.yaml"),
+                            _json(folder / "all_results.json"))
+    if folder.exists() or not is_hub_id(name_or_path):
+        raise FileNotFoundError(f"no model folder '{name_or_path}'")
+    return _read_hub(name_or_path.removeprefix("hf-hub:"))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_hub(repo_id: str) -> ResultFolder:
+    from huggingface_hub import hf_hub_download
+
+    with loading_weights(repo_id):
+        config = _json(Path(hf_hub_download(repo_id, "config.json")))
+
+    def optional(name: str) -> Path | None:
+        try:
+            return Path(hf_hub_download(repo_id, name))
+        except Exception:  # not in the repo, or not cached offline: the folder is read without it
+            return None
+
+    recipe, results = optional("recipe.yaml"), optional("all_results.json")
+    return ResultFolder(repo_id, config, _yaml(recipe) if recipe else {}, _json(results) if results else {})
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
