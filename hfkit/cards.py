@@ -10,28 +10,15 @@ to load it, online and offline.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
+from hfkit.results import read_result
 
 DEFAULT_LICENSE = "apache-2.0"
 
-# recipe task -> the Hub's pipeline tag
-PIPELINE_TAGS = {"image-classification": "image-classification",
-                 "text-classification": "text-classification",
-                 "question-answering": "question-answering",
-                 "causal-lm": "text-generation"}
-TASK_NAMES = {"image-classification": "Image Classification", "text-classification": "Text Classification",
-              "question-answering": "Question Answering", "text-generation": "Text Generation"}
-# transformers architecture suffix -> recipe task, for folders without recipe.yaml
-ARCHITECTURE_TASKS = (("ForSequenceClassification", "text-classification"),
-                      ("ForQuestionAnswering", "question-answering"),
-                      ("ForCausalLM", "causal-lm"), ("LMHeadModel", "causal-lm"),
-                      ("ForImageClassification", "image-classification"))
 # all_results.json key -> (model-index metric type, name shown in the results table)
 METRICS = {"eval_accuracy": ("accuracy", "accuracy"),
            "eval_exact_match": ("exact_match", "exact match"),
@@ -79,33 +66,19 @@ class _FolderInfo:
 
     def __init__(self, folder: Path, repo_id: str) -> None:
         self.folder, self.repo_id, self.name = folder, repo_id, repo_id.split("/")[-1]
-        self.config = _read_json(folder / "config.json") or {}
-        self.results = _read_json(folder / "all_results.json") or {}
-        recipe = folder / "recipe.yaml"
-        self.recipe: dict[str, Any] = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-                                       if recipe.is_file() else {})
-        self.timm = "architecture" in self.config and "architectures" not in self.config
-        self.library = "timm" if self.timm else "transformers"
-        self.task = self.recipe.get("task") or self._task_from_config()
-        self.pipeline_tag = PIPELINE_TAGS.get(self.task, self.task)
-        self.model, self.data = self.recipe.get("model") or {}, self.recipe.get("data") or {}
-        self.train, self.eval = self.recipe.get("train") or {}, self.recipe.get("eval") or {}
+        read = read_result(str(folder))
+        self.config, self.results, self.recipe = read.config, read.results, read.recipe
+        self.timm = read.family == "timm"
+        self.library = read.family
+        self.task = read.task
+        self.pipeline_tag = self.task.pipeline_tag
+        self.model, self.data = read.section("model"), read.section("data")
+        self.train, self.eval = read.section("train"), read.section("eval")
         self.base_model = self._base_model()
         self.dataset_id = _hub_id(self.data.get("path"))
         self.dataset_name = self.dataset_id or _short_name(self.data.get("path"))
-        self.architecture = (self.config.get("architecture") if self.timm
-                             else (self.config.get("architectures") or [self.config.get("model_type")])[0])
-        self.labels = self._labels()
-
-    def _task_from_config(self) -> str:
-        if self.timm:
-            return "image-classification"
-        for arch in self.config.get("architectures") or []:
-            for suffix, task in ARCHITECTURE_TASKS:
-                if arch.endswith(suffix):
-                    return task
-        raise ValueError(f"{self.folder}: no recipe.yaml, and config.json does not say what the model does "
-                         f"(architectures: {self.config.get('architectures')})")
+        self.architecture = read.architecture
+        self.labels = read.labels if self.task.labels else []
 
     def _base_model(self) -> str | None:
         """The Hub repo the training started from, only when that is sure: None for random weights,
@@ -124,13 +97,6 @@ class _FolderInfo:
             return _hub_id(getattr(cfg, "hf_hub_id", None))
         return _hub_id(name)
 
-    def _labels(self) -> list[str]:
-        if self.timm:
-            return [str(x) for x in self.config.get("label_names") or []]
-        id2label = self.config.get("id2label") or {}
-        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
-        return [] if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
-
     def metric_rows(self) -> list[tuple[str, str, float]]:
         """(all_results key, metric type, value) of the scalar evaluation metrics, in METRICS order."""
         return [(key, metric, self.results[key]) for key, (metric, _) in METRICS.items()
@@ -143,10 +109,10 @@ class _FolderInfo:
         rows = []
         for key, metric, value in self.metric_rows():
             args = None
-            if key == "eval_f1" and self.task != "question-answering":
+            if key == "eval_f1" and self.labels:
                 args = {"average": "binary" if len(self.labels) == 2 else "macro"}
             rows.append(EvalResult(
-                task_type=self.pipeline_tag, task_name=TASK_NAMES.get(self.pipeline_tag),
+                task_type=self.pipeline_tag, task_name=self.task.title,
                 dataset_type=self.dataset_name or "unknown", dataset_name=self.dataset_name or "unknown",
                 dataset_config=self.data.get("config"), dataset_split=self.data.get("eval_split"),
                 metric_type=metric, metric_value=value, metric_name=self._metric_name(key), metric_args=args))
@@ -155,7 +121,7 @@ class _FolderInfo:
     def _metric_name(self, key: str) -> str:
         name = METRICS[key][1]
         scorer = self.results.get("qa_scorer")
-        if self.task == "question-answering" and scorer and key in ("eval_exact_match", "eval_f1"):
+        if scorer and key in ("eval_exact_match", "eval_f1"):
             return f"{name} ({_SCORERS.get(scorer, scorer)})"
         if key == "eval_f1" and self.labels:
             return f"{name} ({'binary' if len(self.labels) == 2 else 'macro'})"
@@ -180,21 +146,15 @@ def _body(info: _FolderInfo) -> str:
 
 
 def _what_it_is(info: _FolderInfo) -> str:
-    kind, does = {"image-classification": ("An image classifier", ""),
-                  "text-classification": ("A text classifier", ""),
-                  "question-answering": ("An extractive question-answering model",
-                                         " that points at the answer to a question in a given text"),
-                  "causal-lm": ("A causal language model", " that continues a text"),
-                  }.get(info.task, ("A model", ""))
     arch = f" ({info.library} `{info.architecture}`)" if info.architecture else ""
-    text = kind + arch + does
+    text = info.task.summary + arch + info.task.does
     if info.base_model or info.recipe:
         text += ", " + ("trained from randomly initialised weights" if info.model.get("pretrained") is False
                         else f"fine-tuned from {_base_markdown(info)}")
     if info.recipe:
         text += f" on {_data_markdown(info)}"
     text += "."
-    if info.labels and info.task != "causal-lm":
+    if info.labels:
         shown = ", ".join(f"`{_cell(x)}`" for x in info.labels) if len(info.labels) <= MANY_LABELS else (
             ", ".join(f"`{_cell(x)}`" for x in info.labels[:MANY_LABELS]) + ", ...")
         text += f" It tells {len(info.labels)} classes apart: {shown}."
@@ -265,7 +225,7 @@ def _training(info: _FolderInfo) -> str:
                        ("block_size", "block size (tokens)")):
         if d.get(key):
             rows.append((label, str(d[key])))
-    if info.task == "question-answering":
+    if info.task.name == "question-answering":
         length = r.get("max_length", d.get("max_length"))
         rows.append(("windows", f"{length} tokens, stride {d.get('doc_stride')}"))
     if info.eval.get("metric"):
@@ -293,6 +253,7 @@ def _results(info: _FolderInfo) -> str:
 
 def _how_to_load(info: _FolderInfo) -> str:
     repo = info.repo_id
+    hfkit = "hfkit " + info.task.command.format(repo)
     if info.timm:
         cifar = (f"\n`{info.architecture}` is defined by hfkit, not by timm: `import hfkit.models` before "
                  "`timm.create_model` registers it.\n") if _hfkit_architecture(info.architecture) else ""
@@ -305,24 +266,21 @@ def _how_to_load(info: _FolderInfo) -> str:
                   "    probs = model(image).softmax(-1)[0]\n"
                   'labels = model.pretrained_cfg["label_names"]\n'
                   "print(labels[int(probs.argmax())], float(probs.max()))")
-        hfkit = f"hfkit predict --model {repo} image.jpg"
         return ("## How to use\n\nWith [timm](https://github.com/huggingface/pytorch-image-models), "
                 "with the preprocessing of training (input size, mean/std, crop) from the model's config:\n"
                 f"{cifar}\n"
                 f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
-    if info.task == "question-answering":
+    if info.task.name == "question-answering":
         python = ("from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n\n"
                   f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
                   f'model = AutoModelForQuestionAnswering.from_pretrained("{repo}")\n\n'
                   "# or, with the span search, long contexts and scores done for you:\n"
                   "from hfkit.inference import answer\n\n"
                   f'answer("Who lives in Paris?", "Alice lives in Paris.", model="{repo}")')
-        hfkit = f'hfkit qa --model {repo} --question "..." --context "..."'
-    elif info.task == "causal-lm":
+    elif info.task.name == "causal-lm":
         python = ("from transformers import pipeline\n\n"
                   f'generator = pipeline("text-generation", model="{repo}")\n'
                   'print(generator("Once upon a time", max_new_tokens=50)[0]["generated_text"])')
-        hfkit = f'hfkit generate --model {repo} --prompt "Once upon a time"'
     else:
         python = ("import torch\n"
                   "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
@@ -332,18 +290,13 @@ def _how_to_load(info: _FolderInfo) -> str:
                   '    probs = model(**tokenizer(["A text to classify."], return_tensors="pt", '
                   "truncation=True)).logits.softmax(-1)[0]\n"
                   "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
-        hfkit = f'hfkit predict --model {repo} "A text to classify."'
     return (f"## How to use\n\nWith [transformers](https://huggingface.co/docs/transformers):\n\n"
             f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
 
 
 def _offline(info: _FolderInfo) -> str:
     local = f"./models/{info.name}"
-    use = {"image-classification": "predict --model {} image.jpg",
-           "text-classification": 'predict --model {} "A text to classify."',
-           "question-answering": 'qa --model {} --question "..." --context "..."',
-           "causal-lm": 'generate --model {} --prompt "Once upon a time"'}.get(info.task,
-                                                                               "predict --model {}")
+    use = info.task.command
     python = (f'timm.create_model("local-dir:{local}", pretrained=True)' if info.timm
               else f'from_pretrained("{local}")')
     return (f"## Offline use\n\nFetch the model once, on a machine with internet (only the files loading "
@@ -389,10 +342,6 @@ def _hfkit_architecture(name: str | None) -> bool:
 
     return bool(name) and timm.is_model(name) and (
         timm.models.model_entrypoint(name).__module__.startswith("hfkit"))
-
-
-def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _number(value: float) -> str:

@@ -73,9 +73,13 @@ def recipes_command(args: argparse.Namespace) -> int:
 def predict_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
     from hfkit.inference import ImageClassifier, TextClassifier
-    from hfkit.models import model_family
+    from hfkit.results import read_result
 
-    if model_family(args.model) == "transformers":  # inputs are texts
+    task = read_result(args.model).task
+    if not task.command.startswith("predict"):  # a QA or language model would get a random head
+        raise ValueError(f"'{args.model}' is a {task.name} model, which hfkit predict does not serve: "
+                         f"use hfkit {task.command.format(args.model)}")
+    if task.family == "transformers":  # inputs are texts
         classifier = TextClassifier(args.model)
         for text, ranked in zip(args.inputs, classifier.predict(args.inputs, top_k=args.top_k)):
             print(text)
@@ -116,25 +120,16 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-QA_DEFAULTS = {"max_answer_length": 30, "doc_stride": 128, "max_length": 384}
-
-
 def _qa_settings(args: argparse.Namespace) -> None:
-    """Fill unset window/answer options from the model's recipe.yaml (a result folder), so
-    answering decodes as evaluation during training did; else from QA_DEFAULTS."""
-    recipe = Path(args.model) / "recipe.yaml"
-    trained: dict = {}
-    if recipe.is_file():
-        import yaml
+    """Unset window/answer options: what training used (a QA result folder), else the defaults."""
+    from hfkit.results import QA_DEFAULTS, read_result
 
-        tree = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-        if tree.get("task") == "question-answering":
-            data, evaluation = tree.get("data") or {}, tree.get("eval") or {}
-            trained = {"max_answer_length": evaluation.get("max_answer_length"),
-                       "doc_stride": data.get("doc_stride"), "max_length": data.get("max_length")}
-    for key, default in QA_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, trained.get(key) or default)
+    given = {k: getattr(args, k) for k in QA_DEFAULTS}
+    try:
+        settings = read_result(args.model).qa_settings(**given)
+    except (FileNotFoundError, ValueError, RuntimeError):  # no folder yet: answering says what is wrong
+        settings = {k: v or QA_DEFAULTS[k] for k, v in given.items()}
+    vars(args).update(settings)
 
 
 def qa_command(args: argparse.Namespace) -> int:

@@ -15,7 +15,6 @@ serving. Gradio and the models are imported only when a demo is built, so import
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -26,10 +25,6 @@ if TYPE_CHECKING:
     import gradio as gr
 
 DEMOS = ("image", "qa", "sentiment", "generation")
-TASK_DEMOS = {"image-classification": "image", "question-answering": "qa",
-              "text-classification": "sentiment", "causal-lm": "generation"}
-ARCHITECTURE_DEMOS = (("ForQuestionAnswering", "qa"), ("ForSequenceClassification", "sentiment"),
-                      ("LMHeadModel", "generation"), ("ForCausalLM", "generation"))
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 MAX_FILE_SIZE = "10mb"
@@ -58,54 +53,11 @@ def _gradio():
 # -- which demo -----------------------------------------------------------------------------------
 
 def pick_demo(name_or_path: str | os.PathLike) -> str:
-    """The demo for a result folder or Hub model: one of :data:`DEMOS`.
+    """The demo for a result folder or Hub model: one of :data:`DEMOS`, from its task (the saved
+    recipe's, else what its config.json's architecture says; see :mod:`hfkit.results`)."""
+    from hfkit.results import read_result
 
-    A result folder's ``recipe.yaml`` names its task; otherwise ``config.json`` decides: a timm
-    config (``architecture``) is an image classifier, a transformers one goes by its
-    ``architectures`` (``*ForQuestionAnswering``, ``*ForSequenceClassification``,
-    ``*LMHeadModel``/``*ForCausalLM``).
-    """
-    folder = Path(name_or_path).expanduser()
-    recipe = folder / "recipe.yaml"
-    if recipe.is_file():
-        import yaml
-
-        task = (yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}).get("task")
-        if task in TASK_DEMOS:
-            return TASK_DEMOS[task]
-    config = _read_config(str(name_or_path))
-    if "architecture" in config and "architectures" not in config:
-        return "image"  # timm
-    architectures = config.get("architectures") or []
-    for arch in architectures:
-        for suffix, demo in ARCHITECTURE_DEMOS:
-            if arch.endswith(suffix):
-                return demo
-    what = f"a {architectures[0]}" if architectures else "a model without 'architectures' in config.json"
-    raise ValueError(f"'{name_or_path}' is {what}: hfkit has demos for timm image classifiers and "
-                     "transformers *ForQuestionAnswering, *ForSequenceClassification and *ForCausalLM models")
-
-
-def _read_config(name_or_path: str) -> dict:
-    folder = Path(name_or_path).expanduser()
-    if folder.is_dir():
-        config = folder / "config.json"
-        if not config.is_file():
-            raise FileNotFoundError(f"'{name_or_path}' has no config.json: is it a result or model folder?")
-    elif folder.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
-        raise FileNotFoundError(f"no model folder '{name_or_path}'")
-    else:  # a Hub id: from the local cache when offline
-        from huggingface_hub import hf_hub_download
-
-        try:
-            config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
-        except Exception as e:
-            from hfkit.offline import offline_weights_help
-
-            raise RuntimeError(f"cannot get config.json of '{name_or_path}' ({type(e).__name__}): it is "
-                               "neither a local folder nor in the local cache, or the Hub is not reachable.\n"
-                               + offline_weights_help(name_or_path).split("\n")[0]) from e
-    return json.loads(config.read_text(encoding="utf-8"))
+    return read_result(str(name_or_path)).task.demo
 
 
 def _shown_name(name_or_path: str) -> str:
@@ -214,14 +166,13 @@ def qa_demo(model) -> gr.Blocks:
     context, with its score. ``model`` is a folder, Hub id or a loaded ``QuestionAnswerer``; a result
     folder's recipe.yaml sets the window and answer length as in ``hfkit qa``."""
     gr = _gradio()
-    from hfkit.cli import QA_DEFAULTS, _qa_settings
     from hfkit.inference import QuestionAnswerer, answer
+    from hfkit.results import QA_DEFAULTS, read_result
 
     name = str(model) if not isinstance(model, QuestionAnswerer) else "model"
-    settings = argparse.Namespace(model=name, **QA_DEFAULTS)
-    if not isinstance(model, QuestionAnswerer):
-        settings = argparse.Namespace(model=name, **dict.fromkeys(QA_DEFAULTS))
-        _qa_settings(settings)  # what training used (a result folder), else hfkit qa's defaults
+    # what training used (a result folder), else hfkit qa's defaults
+    settings = argparse.Namespace(**(QA_DEFAULTS if isinstance(model, QuestionAnswerer)
+                                     else read_result(name).qa_settings()))
     qa = model if isinstance(model, QuestionAnswerer) else QuestionAnswerer(
         name, max_length=settings.max_length, doc_stride=settings.doc_stride)
 

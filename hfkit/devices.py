@@ -73,6 +73,18 @@ def set_cpu_threads(num_processes: int) -> str:
     return f"CPU: training on {torch.get_num_threads()} threads"
 
 
+def default_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else a CUDA GPU, else Apple's MPS (a Mac's GPU), else the CPU: what
+    accelerate picks for training, so inference and demos run where training ran."""
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (AVX512 or AVX512-BF16/AMX on x86, BF16 on Arm).
 
@@ -88,6 +100,14 @@ def training_precision(requested: str, device_type: str) -> tuple[str, str | Non
         return "no", ("CPU: no bf16 hardware support (AVX512 or Arm BF16) on this CPU, where bf16 "
                       "autocast runs several times slower than fp32: training in fp32 instead of the "
                       "recipe's train.mixed_precision=bf16")
+    if requested == "fp16" and device_type == "cpu":  # accelerate refuses fp16 autocast on a CPU
+        return ("bf16", "CPU: fp16 autocast needs a GPU: training in bf16 instead of the recipe's "
+                "train.mixed_precision=fp16") if cpu_has_fast_bf16() else (
+                "no", "CPU: fp16 autocast needs a GPU: training in fp32 instead of the recipe's "
+                "train.mixed_precision=fp16")
+    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "fp16", ("GPU: this GPU has no bf16 (it is older than Ampere): training in fp16 "
+                        "instead of the recipe's train.mixed_precision=bf16")
     return requested, None
 
 

@@ -9,13 +9,17 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hfkit.qa import write_predictions
+from hfkit.results import QA_DEFAULTS
+
 QUESTIONS_PER_CHUNK = 256  # progress granularity; windows are still batched by batch_size
 
 
 def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str | None = None,
-                max_samples: int | None = None, batch_size: int | None = None, max_answer_length: int = 30,
-                doc_stride: int = 128, max_length: int = 384, scorer: str = "auto",
-                precision: str = "fp32") -> dict[str, Any]:
+                max_samples: int | None = None, batch_size: int | None = None,
+                max_answer_length: int = QA_DEFAULTS["max_answer_length"],
+                doc_stride: int = QA_DEFAULTS["doc_stride"], max_length: int = QA_DEFAULTS["max_length"],
+                scorer: str = "auto", precision: str = "fp32") -> dict[str, Any]:
     """EM/F1 of an extractive QA model on SQuAD-style data; writes predictions.json,
     nbest_predictions.json and eval_results.json into ``output_dir``. Spans rank by their logit
     sums across windows, as in transformers' ``run_qa.py``, so the numbers compare with its own."""
@@ -50,9 +54,7 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
                "model": model, "data": data, "split": name, "questions": len(ds),
                "seconds": round(seconds, 3), "questions_per_second": round(len(ds) / max(seconds, 1e-9), 3),
                "precision": precision}
-    (out / "predictions.json").write_text(json.dumps(predictions, indent=2, ensure_ascii=False))
-    (out / "nbest_predictions.json").write_text(
-        json.dumps(dict(zip(ids, nbest)), indent=2, ensure_ascii=False))
+    write_predictions(dict(zip(ids, nbest)), out)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     results["output_dir"] = str(out)
     return results

@@ -13,23 +13,14 @@ from typing import Any
 import numpy as np
 from accelerate.utils import set_seed
 
-from hfkit import plots
+from hfkit import plots, tasks
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.devices import launcher_pid, process_state
 from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification
-from hfkit.recipes import Recipe
+from hfkit.recipes import QA_MAX_LENGTH, Recipe
 from hfkit.training import TrainerState, check_output_dir, fit, output_lock
-
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {}
-
-
-def register_task(name: str):
-    def wrap(fn):
-        TASKS[name] = fn
-        return fn
-    return wrap
 
 
 def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -42,7 +33,8 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         set_seed(recipe.train.seed)
         try:
-            return TASKS[recipe.task](recipe, resume=resume, max_steps=max_steps)
+            run = tasks.get(recipe.task).load("runner")  # one of the finetune_* below
+            return run(recipe, resume=resume, max_steps=max_steps)
         except Exception as e:
             if not _disk_full(e):
                 raise
@@ -58,7 +50,6 @@ def _disk_full(e: BaseException) -> bool:
         s in str(e) for s in ("No space left on device", "StorageFull", "os error 28"))
 
 
-@register_task("image-classification")
 def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps: int | None
                                   ) -> dict[str, Any]:
     from hfkit.data import tensor_images as tensors
@@ -73,7 +64,7 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
         # decoded once; crops, flips and resizing run on whole batches on the training device
         tensors.serve_like_tensor_pipeline(model)
         objective.batch_transform = tensors.batch_augment(model, recipe.data, recipe.model.channels_last)
-        train_ds, eval_ds, skipped = tensors.tensor_datasets(splits, t.seed)
+        train_ds, eval_ds, skipped = tensors.tensor_datasets(splits, t.seed, recipe.data.image_size)
         train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed, drop_last=static)
         eval_loader = tensors.make_tensor_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
     else:
@@ -96,7 +87,6 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
     return finish(recipe, state, results, draw)
 
 
-@register_task("text-classification")
 def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: int | None
                                  ) -> dict[str, Any]:
     from hfkit.data.text import load_text_classification, make_text_loader, tokenize_splits
@@ -121,7 +111,6 @@ def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: 
                   lambda out: write_classification_plots(state, labels, splits.label_names, out))
 
 
-@register_task("causal-lm")
 def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None) -> dict[str, Any]:
     from hfkit.data.causal_lm import group_into_blocks, load_lm_texts, make_block_loader
     from hfkit.models import create_text_model, text_model_saver
@@ -142,7 +131,6 @@ def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None
     return finish(recipe, state, results, lambda out: None)
 
 
-@register_task("question-answering")
 def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: int | None
                                 ) -> dict[str, Any]:
     from hfkit.data.qa import QACollator, eval_features, load_qa_splits, train_features
@@ -153,7 +141,7 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     started, t, d = time.perf_counter(), recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task)
-    max_length = _max_length(d.max_length, 384, model)
+    max_length = _max_length(d.max_length, QA_MAX_LENGTH, model)
     train_ds = train_features(splits.train, tokenizer, max_length, d.doc_stride)
     windows = eval_features(splits.eval, tokenizer, max_length, d.doc_stride)
     objective = ExtractiveQA(splits.eval, windows, recipe.eval.max_answer_length, recipe.eval.qa_scorer)
@@ -170,7 +158,10 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     results = summarize(state, [], len(splits.train), len(splits.eval), time.perf_counter() - started)
     results.update(qa_scorer=objective.scorer, train_windows=len(train_ds), eval_windows=len(eval_ds),
                    max_length=max_length, doc_stride=d.doc_stride)
-    return finish(recipe, state, results, lambda out: write_qa_predictions(state.best_predictions, out))
+    from hfkit.qa import write_predictions
+
+    nbest = {row["id"]: row["nbest"] for row in state.best_predictions}
+    return finish(recipe, state, results, lambda out: nbest and write_predictions(nbest, out))
 
 
 def _max_length(requested: int | None, default: int, model) -> int:
@@ -192,16 +183,6 @@ def _mixup(t, num_classes: int):
                  num_classes=num_classes)
 
 
-def write_qa_predictions(nbest: list[dict], out: Path) -> None:
-    """predictions.json (id -> answer) and nbest_predictions.json (id -> ranked answers), as run_qa."""
-    if not nbest:
-        return
-    predictions = {row["id"]: row["nbest"][0]["answer"] for row in nbest}
-    (out / "predictions.json").write_text(json.dumps(predictions, indent=2, ensure_ascii=False))
-    (out / "nbest_predictions.json").write_text(
-        json.dumps({row["id"]: row["nbest"] for row in nbest}, indent=2, ensure_ascii=False))
-
-
 def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
            draw: Callable[[Path], None]) -> dict[str, Any]:
     """Write all_results.json and the plots, push if asked (main process only)."""
@@ -210,7 +191,8 @@ def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
         out = Path(recipe.output_dir)
         (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         if state.history:
-            plots.plot_curves(state.history, out / "training_curves.png")
+            plots.plot_curves(state.history, out / "training_curves.png",
+                              tasks.get(recipe.task).curve_metric)
         draw(out)
         print(f"Results in {out}/ (model weights, config, all_results.json, plots)")
         if recipe.hub.push:  # `hfkit push` with the recipe's hub settings

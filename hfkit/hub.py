@@ -9,7 +9,6 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from hfkit.offline import behind_proxy, hub_reachable, offline_mode, offline_weights_help
@@ -20,12 +19,13 @@ from hfkit.offline import behind_proxy, hub_reachable, offline_mode, offline_wei
 # What a push shares: the folder's top-level files that loading and reading the model need (what
 # from_pretrained and timm's hf-hub: read), the recipe, the metrics and the plots; weights in safetensors
 # only. Subfolders never go: checkpoints/ (optimizer state, pickles), tensorboard/ (logs), eval-*/ (what
-# `hfkit evaluate` wrote), nor do pickles, hidden files, or predictions.json/nbest_predictions.json
+# `hfkit evaluate` wrote), nor do pickles, hidden files, or predictions.json/nbest_predictions.json/
+# eval_predictions.json
 # (answers to every evaluation question: megabytes that loading and the card do not need, holding text
 # of the evaluation data, whose license is not the model's).
 PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "*.jinja", "README.md"]
 PICKLES = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
-PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json"]
+PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json", "eval_predictions.json"]
 # A folder without safetensors weights but with this pickle (a transformers or timm model saved the old
 # way) gets it converted to model.safetensors in what is uploaded; the folder itself is left as it is.
 CONVERTED_PICKLE = "pytorch_model.bin"
@@ -38,13 +38,14 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
     Raises FileNotFoundError for a folder that is not a model folder, and ValueError for one whose
     weights are pickles hfkit does not convert.
     """
+    from huggingface_hub.utils import filter_repo_objects
+
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"no result folder {folder}")
     entries = sorted(folder.iterdir())
     files = [p.name for p in entries if p.is_file()]
-    picked = [n for n in files if any(fnmatchcase(n, p) for p in PUSH_PATTERNS)
-              and not any(fnmatchcase(n, p) for p in PUSH_EXCLUDE)]
+    picked = list(filter_repo_objects(files, allow_patterns=PUSH_PATTERNS, ignore_patterns=PUSH_EXCLUDE))
     # hidden entries (the run's lock file, .cache/) go unmentioned: nobody expects them uploaded
     left_out = [n for n in files if n not in picked and not n.startswith(".")] + [
         p.name + "/" for p in entries if p.is_dir() and not p.name.startswith(".")]
@@ -55,7 +56,7 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
         return picked, left_out, None
     if CONVERTED_PICKLE in files:
         return picked, left_out, CONVERTED_PICKLE
-    pickles = [n for n in files if any(fnmatchcase(n, p) for p in PICKLES)]
+    pickles = list(filter_repo_objects(files, allow_patterns=PICKLES))
     if pickles:
         raise ValueError(f"{folder} holds its weights only as pickles ({_names(pickles)}), which hfkit does "
                          "not upload (unpickling can run code). Save them as safetensors first: load the "
@@ -128,12 +129,6 @@ def push(folder: str | os.PathLike, repo_id: str, private: bool = False, revisio
     return commit.pr_url or commit.commit_url
 
 
-def push_result_folder(folder: str | os.PathLike, repo_id: str, private: bool = False,
-                       commit_message: str | None = None) -> str:
-    """The earlier name of ``push``."""
-    return push(folder, repo_id, private=private, commit_message=commit_message)
-
-
 def _check_repo_id(repo_id: str) -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
@@ -148,13 +143,9 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _recipe_license(folder: Path) -> str | None:
-    recipe = folder / "recipe.yaml"
-    if not recipe.is_file():
-        return None
-    import yaml
+    from hfkit.results import read_result
 
-    tree = yaml.safe_load(recipe.read_text(encoding="utf-8")) or {}
-    return ((tree.get("hub") or {}) if isinstance(tree, dict) else {}).get("license")
+    return read_result(str(folder)).section("hub").get("license")
 
 
 def _stage(folder: Path, to: Path, files: list[str], convert: str | None, repo_id: str,

@@ -14,16 +14,18 @@ import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
+from hfkit.devices import default_device
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.offline import loading_weights
 from hfkit.qa import top_spans
+from hfkit.results import QA_DEFAULTS
 
 
 class ImageClassifier:
     """A trained image model with its own eval transform and class names."""
 
     def __init__(self, name_or_path: str, device: str | None = None) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         self.model = load_image_model(name_or_path).to(self.device)
         self.transform = image_transforms(self.model, is_training=False)
         if uses_tensor_pipeline(self.model):  # trained in memory: evaluation's own batch transform
@@ -61,7 +63,7 @@ class TextClassifier:
     def __init__(self, name_or_path: str, device: str | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
@@ -165,7 +167,7 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
 def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(device)
     with loading_weights(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(name_or_path)
@@ -189,13 +191,14 @@ class QuestionAnswerer:
     """
 
     def __init__(self, name_or_path: str, device: str | None = None, precision: str = "fp32",
-                 max_length: int = 384, doc_stride: int = 128) -> None:
+                 max_length: int = QA_DEFAULTS["max_length"],
+                 doc_stride: int = QA_DEFAULTS["doc_stride"]) -> None:
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
         _check_qa_folder(name_or_path)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = default_device(device)
         with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForQuestionAnswering.from_pretrained(name_or_path,
@@ -206,8 +209,8 @@ class QuestionAnswerer:
         self.doc_stride = doc_stride
 
     def __call__(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
-                 max_answer_length: int = 30, handle_impossible: bool = False,
-                 batch_size: int | None = None) -> list[list[dict]]:
+                 max_answer_length: int = QA_DEFAULTS["max_answer_length"],
+                 handle_impossible: bool = False, batch_size: int | None = None) -> list[list[dict]]:
         """The ``top_k`` best answers for each (question, context) pair; see :func:`answer`."""
         from hfkit.data.qa import QACollator, encode_windows
         from hfkit.qa import collect_answers
@@ -262,7 +265,8 @@ class QuestionAnswerer:
 
 def answer(question: str | Sequence[str], context: str | Sequence[str],
            model: str | QuestionAnswerer = "uer/roberta-base-chinese-extractive-qa", top_k: int = 1,
-           max_answer_length: int = 30, doc_stride: int = 128, max_length: int = 384,
+           max_answer_length: int = QA_DEFAULTS["max_answer_length"],
+           doc_stride: int = QA_DEFAULTS["doc_stride"], max_length: int = QA_DEFAULTS["max_length"],
            handle_impossible: bool = False, batch_size: int | None = None, device: str | None = None,
            precision: str = "fp32"):
     """Answer questions by pointing at a span of their context.

@@ -19,6 +19,7 @@ from timm.models.resnet import BasicBlock, ResNet
 
 from hfkit.offline import loading_weights, offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
+from hfkit.tasks import TASKS
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -159,11 +160,6 @@ def label_names(model: torch.nn.Module) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # transformers models (text)
 
-TEXT_MODEL_CLASSES = {"text-classification": "AutoModelForSequenceClassification",
-                      "causal-lm": "AutoModelForCausalLM",
-                      "question-answering": "AutoModelForQuestionAnswering"}
-
-
 def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None = None):
     """(model, tokenizer) from a Hub id or a local folder; ``pretrained=false`` keeps only the config.
 
@@ -175,7 +171,7 @@ def create_text_model(args: ModelArgs, task: str, label_names: list[str] | None 
     source = args.pretrained if isinstance(args.pretrained, str) else args.name
     if isinstance(args.pretrained, str) and not Path(source).expanduser().exists():
         raise RecipeError(f"model.pretrained: no such folder '{source}'")
-    model_class = getattr(transformers, TEXT_MODEL_CLASSES[task])
+    model_class = getattr(transformers, TASKS[task].auto_class)
     with loading_weights(source, "model.name" if source == args.name else "model.pretrained"):
         kwargs = _attention_dropout(source, args.attention_dropout)
         if label_names is not None:
@@ -216,20 +212,6 @@ def text_model_saver(tokenizer):
         model.save_pretrained(folder)  # safetensors: the only format transformers 5 writes
         tokenizer.save_pretrained(folder)
     return save
-
-
-def model_family(name_or_path: str) -> str:
-    """'timm' or 'transformers', from the folder's config.json (timm's has 'architecture')."""
-    import json
-
-    config = Path(name_or_path).expanduser() / "config.json"
-    if not config.is_file():
-        from huggingface_hub import hf_hub_download
-
-        with loading_weights(name_or_path):
-            config = Path(hf_hub_download(name_or_path.removeprefix("hf-hub:"), "config.json"))
-    data = json.loads(config.read_text())
-    return "timm" if "architecture" in data and "architectures" not in data else "transformers"
 
 
 def position_limit(config) -> int:

@@ -10,13 +10,29 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from hfkit.metrics import load_metric
+
+
+class Objective(Protocol):
+    """What the loop asks of a task. ``train_loss``: the mean loss to backpropagate and [loss sum,
+    correct, count] on the device, summed over the epoch without reading them back; ``eval_batch``:
+    per-example tensors to gather across processes; ``metrics``: the gathered arrays (floats as
+    float32) -> eval metrics and per-example predictions; ``train_summary``: the epoch's sums ->
+    train metrics."""
+
+    def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def eval_batch(self, model, batch) -> dict[str, torch.Tensor]: ...
+
+    def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list]: ...
+
+    def train_summary(self, loss_sum: float, correct: float, count: float) -> dict[str, float]: ...
 
 
 class Classification:
@@ -26,8 +42,6 @@ class Classification:
     (:class:`hfkit.data.tensor_images.BatchAugment`) augments and normalises them on the device.
     ``mixup`` (timm's ``Mixup``) mixes training images and their soft labels.
     """
-
-    train_metric = "accuracy"
 
     def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0,
                  batch_transform=None, mixup=None, tta_hflip: bool = False) -> None:
@@ -85,8 +99,6 @@ class Classification:
 
 class CausalLM:
     """Next-token cross-entropy; reports loss and perplexity (exp of the mean token loss)."""
-
-    train_metric = "perplexity"
 
     def train_loss(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         loss = model(**batch).loss
@@ -150,7 +162,6 @@ class ExtractiveQA:
     ``run_qa.py`` does, so EM/F1 compare with its numbers.
     """
 
-    train_metric = "loss"
     NBEST_KEPT = 10  # per question, in nbest_predictions.json
 
     def __init__(self, examples, windows, max_answer_length: int = 30, scorer: str = "auto") -> None:

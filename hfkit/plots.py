@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
-CURVE_METRICS = ("accuracy", "f1", "perplexity")
 # Chinese system fonts (macOS, Windows, Linux), preferred for their native look where installed.
 SYSTEM_CJK_FONTS = ("PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "Noto Sans CJK SC")
 BUNDLED_CJK_FONT = "Noto Sans SC"  # from the pylopdf-fonts-zh-cn dependency, so every machine has one
@@ -44,10 +43,10 @@ def _fonts_for(texts: Iterable[str]) -> Iterator[None]:
         yield
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
-    """Loss and the task's main metric per epoch (accuracy, F1/EM or perplexity), train against eval."""
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, metric: str = "accuracy") -> None:
+    """Loss and the task's main ``metric`` per epoch (accuracy, F1 with EM, or perplexity), train
+    against eval."""
     epochs = [h["epoch"] for h in history]
-    metric = next((m for m in CURVE_METRICS if any(f"eval_{m}" in h for h in history)), "accuracy")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, name in zip(axes, ("loss", metric)):
         series = [f"{split}_{name}" for split in ("train", "eval")]

@@ -12,7 +12,9 @@ best answers, as ``utils_qa`` reports them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,3 +79,11 @@ def _ranked(candidates: dict[tuple[int, int], float], context: str, top_k: int,
     probs /= probs.sum()
     return [{"answer": context[a:b], "score": float(p), "start": a, "end": b}
             for ((a, b), _), p in zip(ranked[:top_k], probs)]
+
+
+def write_predictions(nbest: dict[str, list[dict]], out: Path) -> None:
+    """predictions.json (id -> best answer) and nbest_predictions.json (id -> ranked answers), the
+    files transformers' run_qa.py writes."""
+    predictions = {i: answers[0]["answer"] for i, answers in nbest.items()}
+    (out / "predictions.json").write_text(json.dumps(predictions, indent=2, ensure_ascii=False))
+    (out / "nbest_predictions.json").write_text(json.dumps(nbest, indent=2, ensure_ascii=False))

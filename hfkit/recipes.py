@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 
+QA_MAX_LENGTH = 384  # tokens per window when a question-answering recipe leaves data.max_length unset
+
+
 class RecipeError(ValueError):
     """A recipe file or override is wrong; the message names the key."""
 

@@ -18,8 +18,11 @@ import yaml
 
 from hfkit import tasks
 from hfkit.offline import is_hub_id, loading_weights
+from hfkit.recipes import QA_MAX_LENGTH, DataArgs, EvalArgs
 
-QA_DEFAULTS = {"max_answer_length": 30, "doc_stride": 128, "max_length": 384}  # as the cmrc2018 recipe
+# how answering windows and spans when neither the user nor a QA result folder says: as training
+QA_DEFAULTS = {"max_answer_length": EvalArgs.max_answer_length, "doc_stride": DataArgs.doc_stride,
+               "max_length": QA_MAX_LENGTH}
 
 
 @dataclass

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from transformers import get_scheduler
 
 from hfkit.devices import launcher_pid, process_state, set_cpu_threads, training_precision
 from hfkit.models import set_trainable
-from hfkit.objectives import Classification
+from hfkit.objectives import Classification, Objective
 from hfkit.recipes import Recipe, flat_fields, save_recipe
 
 try:
@@ -42,6 +42,7 @@ except ImportError:  # Windows: no advisory locks; one run per folder is then up
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
+PREDICTIONS_FILE = "eval_predictions.json"  # beside the best model: its predictions on the eval set
 LOCK_FILE = ".hfkit-run.lock"
 # recipe fields a resumed run may change without making its past inexact; any other change is refused
 RESUME_MAY_CHANGE = frozenset({
@@ -50,6 +51,7 @@ RESUME_MAY_CHANGE = frozenset({
     "train.tensorboard", "data.num_workers", "data.cache_images", "eval.num_preview_images"})
 RESUME_MAY_CHANGE_SECTIONS = ("hub.",)
 PROGRESS_SECONDS = 2.0  # how often the progress bar shows the running loss
+STOP_CHECK_STEPS = 10  # with several processes, how often they agree on a stop (one all-reduce)
 
 
 @dataclass
@@ -66,22 +68,29 @@ class TrainerState:
     evals_without_improvement: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_eval: dict[str, Any] = field(default_factory=dict)
-    best_predictions: list[int] = field(default_factory=list)  # eval-set order
+    # the best evaluation's predictions, in eval-set order (class indices, or QA n-best lists):
+    # written once, with the best model (PREDICTIONS_FILE), not into every checkpoint
+    best_predictions: list[Any] = field(default_factory=list, metadata={"checkpointed": False})
     interrupted: bool = False  # stopped by a signal, not by the end of training
     # per process: [loss sum, correct, count] of the batches of ``epoch`` trained so far, so that a
     # resumed epoch's train_loss covers the whole epoch
     train_totals: list[list[float]] = field(default_factory=list)
 
     def save(self, folder: Path) -> None:
-        (folder / STATE_FILE).write_text(json.dumps(self.__dict__, indent=2))
+        saved = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("checkpointed", True)}
+        (folder / STATE_FILE).write_text(json.dumps(saved, indent=2))
 
     @classmethod
-    def load(cls, folder: Path) -> TrainerState:
-        return cls(**json.loads((folder / STATE_FILE).read_text()))
+    def load(cls, folder: Path, out: Path) -> TrainerState:
+        """The state of checkpoint ``folder``, with the best predictions from the result folder ``out``."""
+        state = cls(**json.loads((folder / STATE_FILE).read_text()))
+        if (out / PREDICTIONS_FILE).is_file():
+            state.best_predictions = json.loads((out / PREDICTIONS_FILE).read_text(encoding="utf-8"))
+        return state
 
 
 def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
-        save_model: Callable[[torch.nn.Module, Path], None], objective=None,
+        save_model: Callable[[torch.nn.Module, Path], None], objective: Objective | None = None,
         resume: str | None = None, max_steps: int | None = None) -> TrainerState:
     """Train ``model``; the best weights are written to ``recipe.output_dir`` by ``save_model``.
 
@@ -122,7 +131,7 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     state = TrainerState()
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        state = TrainerState.load(checkpoint)
+        state = TrainerState.load(checkpoint, out)
         accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch + 1}, "
                           f"step {state.global_step})")
     if accelerator.is_main_process:
@@ -133,14 +142,12 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
             k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in flat_fields(recipe.to_dict()).items()})
 
-    loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, max_steps, objective)
-    loop.ema = ema
-    with StopRequest(enabled=accelerator.num_processes == 1) as stop:
-        loop.stop = stop
+    with StopRequest() as stop:
+        loop = _Loop(recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
+                     save_model, state, max_steps, objective, ema, stop)
         result = loop.run()
-    result.interrupted = stop.requested
-    if stop.requested:
+    result.interrupted = loop.stopping
+    if loop.stopping:
         accelerator.print(f"Interrupted at step {result.global_step}; a checkpoint was saved. "
                           "Continue with --resume latest.")
     accelerator.end_training()
@@ -157,8 +164,8 @@ class StopRequest:
     """Ctrl-C or SIGTERM asks the loop to stop at the next optimizer step and checkpoint there.
 
     Stopping between steps (never inside ``optimizer.step``) keeps the checkpoint consistent.
-    A second Ctrl-C aborts at once. Only for one process: several processes would each see the
-    signal at a different batch and wait for each other forever.
+    A second Ctrl-C aborts at once. Several processes each see the signal at another batch: they
+    agree through accelerate's trigger (see ``_Loop.should_stop``), so all stop at one step.
 
     ``accelerate launch`` does not pass a SIGTERM on to the process it started: the launcher dies
     and its child would train on, orphaned. So the child also watches its launcher and stops
@@ -168,8 +175,8 @@ class StopRequest:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
     WATCH_SECONDS = 1.0
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    def __init__(self) -> None:
+        self.enabled = threading.current_thread() is threading.main_thread()  # signals need it
         self.requested = False
         self.previous: dict[int, Any] = {}
         self.done = threading.Event()
@@ -207,15 +214,16 @@ class StopRequest:
 class _Loop:
     """One training run; split from ``fit`` so each phase reads as one short method."""
 
-    def __init__(self, recipe, accelerator, model, optimizer, scheduler, train_loader, eval_loader,
-                 save_model, state, max_steps, objective):
+    def __init__(self, recipe: Recipe, accelerator: Accelerator, model, optimizer, scheduler,
+                 train_loader, eval_loader, save_model: Callable[[torch.nn.Module, Path], None],
+                 state: TrainerState, max_steps: int | None, objective: Objective,
+                 ema: ModelEmaV3 | None, stop: StopRequest) -> None:
         self.recipe, self.t, self.out = recipe, recipe.train, Path(recipe.output_dir)
         self.acc, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
         self.train_loader, self.eval_loader, self.save_model = train_loader, eval_loader, save_model
         self.state, self.max_steps = state, max_steps
-        self.objective = objective
-        self.stop = StopRequest(enabled=False)
-        self.ema: ModelEmaV3 | None = None
+        self.objective, self.ema, self.stop = objective, ema, stop
+        self.stopping = False  # the stop all processes agreed on (see should_stop)
         self.totals: torch.Tensor | None = None
 
     def plain_model(self) -> torch.nn.Module:
@@ -235,7 +243,7 @@ class _Loop:
                 break
             self.end_epoch(train_metrics)
             early_stop = self._patience_exhausted()
-            last = (early_stop or self.stop.requested or self.state.epoch >= self.t.epochs
+            last = (early_stop or self.should_stop() or self.state.epoch >= self.t.epochs
                     or (self.max_steps is not None and self.state.global_step >= self.max_steps))
             steps = self.t.checkpoint_steps
             if (last or self.state.epoch % self.t.checkpoint_epochs == 0
@@ -285,7 +293,7 @@ class _Loop:
                 refreshed = time.perf_counter()
             if s.batches_in_epoch == len(self.train_loader):
                 break  # the epoch's last step: a stop or checkpoint due now waits for its evaluation
-            if self.stop.requested or (self.max_steps is not None and s.global_step >= self.max_steps):
+            if self.should_stop() or (self.max_steps is not None and s.global_step >= self.max_steps):
                 s.train_seconds += time.perf_counter() - started
                 bar.close()
                 return None
@@ -297,6 +305,18 @@ class _Loop:
         summary = self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
         s.train_seconds += time.perf_counter() - started  # after reading totals: the device is done
         return summary
+
+    def should_stop(self) -> bool:
+        """Whether to stop for a signal. One process looks at its flag; several raise accelerate's
+        trigger where the signal came and read it together every STOP_CHECK_STEPS optimizer steps
+        (one all-reduce), so all of them stop at the same step."""
+        if self.acc.num_processes == 1:
+            self.stopping = self.stop.requested
+        elif self.state.global_step % STOP_CHECK_STEPS == 0:
+            if self.stop.requested:
+                self.acc.set_trigger()
+            self.stopping = self.acc.check_trigger()
+        return self.stopping
 
     def train_step(self, batch) -> torch.Tensor:
         """One micro-batch; returns [loss sum, correct, count], still on the device."""
@@ -355,7 +375,11 @@ class _Loop:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             best = self.ema.module if self.ema is not None else self.plain_model()
-            write_atomically(self.out, lambda tmp: self.save_model(best, tmp))
+
+            def write(tmp: Path) -> None:
+                self.save_model(best, tmp)
+                (tmp / PREDICTIONS_FILE).write_text(json.dumps(predictions, ensure_ascii=False))
+            write_atomically(self.out, write)
 
     def _patience_exhausted(self) -> bool:
         p = self.t.early_stopping_patience
@@ -412,8 +436,9 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
         for key, value in values.items():
             gathered.setdefault(key, []).append(value)  # kept on the device: no wait per batch
     model.train()
-    return objective.metrics({k: torch.cat(v).cpu().float().numpy() if "loss" in k or k == "tokens"
-                              else torch.cat(v).cpu().numpy() for k, v in gathered.items()})
+    # floats as float32: numpy has no bfloat16 for a value computed under bf16 autocast
+    return objective.metrics({k: (lambda t: t.float() if t.is_floating_point() else t)(torch.cat(v))
+                              .cpu().numpy() for k, v in gathered.items()})
 
 
 def format_metrics(record: dict[str, Any]) -> str:

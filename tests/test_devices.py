@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, tiny_image_overrides, write_image_folder
 
 import hfkit.devices
@@ -64,3 +65,23 @@ def test_a_run_says_when_it_trains_in_another_precision(tiny_overrides, tmp_path
                          output_dir=str(tmp_path))
     finetune(recipe, max_steps=1)
     assert "training in fp32 instead of the recipe's train.mixed_precision=bf16" in capsys.readouterr().out
+
+
+def test_the_default_device_is_cuda_then_mps_then_cpu(monkeypatch):
+    from hfkit.devices import default_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert default_device().type == "mps"  # a Mac's GPU, where inference used to stay on the CPU
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert default_device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_device().type == "cuda" and default_device("cpu").type == "cpu"
+
+
+def test_fp16_on_a_cpu_falls_back_with_a_message(monkeypatch):
+    monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: False)
+    precision, why = training_precision("fp16", "cpu")
+    assert precision == "no" and "fp16 autocast needs a GPU" in why
+    monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: True)
+    assert training_precision("fp16", "cpu")[0] == "bf16"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,14 +71,15 @@ def test_result_folder_is_complete(run_dir):
 
 def test_result_folder_predicts_like_the_trained_model(run_dir):
     out, data = run_dir
-    state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
+    best_predictions = json.loads((out / "eval_predictions.json").read_text())  # beside the best model
+    assert "best_predictions" not in (find_checkpoint(out, "latest") / "trainer_state.json").read_text()
     model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     assert model.pretrained_cfg["label_names"] == ["ants", "bees"]
     classifier = ImageClassifier(str(out), device="cpu")
     val = sorted((data / "val").glob("*/*.jpg"))  # the eval set, in the order datasets reads it
     ranked = classifier.predict(val, top_k=2)
     predicted = [classifier.labels.index(r[0][0]) for r in ranked]
-    assert predicted == state["best_predictions"]
+    assert predicted == best_predictions
     accuracy = sum(p == classifier.labels.index(f.parent.name) for p, f in zip(predicted, val)) / len(val)
     assert accuracy == json.loads((out / "all_results.json").read_text())["eval_accuracy"]
     with torch.no_grad():  # timm's own loader and hfkit's agree on the weights
@@ -144,3 +146,43 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_overrides, tmp_path)
     assert f"Resumed from {checkpoints}" in resumed.stdout
     final = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
     assert final["global_step"] == state["global_step"] + 6
+
+
+def test_ctrl_c_stops_several_processes_at_one_step(tmp_path):
+    """Ctrl-C reaches every process of a 2-process CPU run (the terminal signals the whole group),
+    each at another batch: they agree through accelerate's trigger, stop at the same optimizer
+    step, save one checkpoint there and end; --resume latest can continue from it."""
+    import signal
+    import time
+
+    from conftest import write_image_folder
+
+    data = write_image_folder(tmp_path / "images", {"train": 12, "val": 6})
+    out = tmp_path / "run"
+    overrides = [f"data.path={data}", "model.pretrained=false", "model.name=resnet18", "data.image_size=32",
+                 "data.num_workers=0", "train.batch_size=4", "train.epochs=200", "train.mixed_precision=no",
+                 "eval.num_preview_images=0"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", "scripts/finetune.py",
+           "--recipe", "hymenoptera", "--output-dir", str(out), *_sets(overrides)]
+    log = tmp_path / "log.txt"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    with open(log, "w") as f:
+        launcher = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "epoch 2  train_loss" not in log.read_text() and time.monotonic() < deadline:
+            assert launcher.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Interrupted at step" in text, text[-3000:]
+    state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
+    assert json.loads((out / "all_results.json").read_text())["interrupted"] is True
+    step = int(re.search(r"Interrupted at step (\d+)", text).group(1))
+    assert state["global_step"] == step and step % 10 == 0 and step < 200 * 3

@@ -18,7 +18,7 @@ from fakehub import (
 )
 
 from hfkit.cards import GENERATED_MARK, model_card
-from hfkit.hub import download, push, push_result_folder
+from hfkit.hub import download, push
 from hfkit.recipes import load_recipe, save_recipe
 
 TOKEN = "hf_fakeTokenForTests123"
@@ -362,7 +362,7 @@ def test_a_readme_of_ones_own_is_uploaded_as_it_is(fake_hub, timm_run, token, tm
 
 
 def test_pushed_result_folder_downloads_again(fake_hub, token, tmp_path):
-    """push_result_folder (the old name) and download agree, through create_repo and commits."""
+    """push and download agree, through create_repo and commits."""
     result = tmp_path / "result"
     (result / "checkpoints").mkdir(parents=True)
     files = {"config.json": b'{"architecture": "resnet18"}', "model.safetensors": b"weights",
@@ -370,7 +370,7 @@ def test_pushed_result_folder_downloads_again(fake_hub, token, tmp_path):
     for name, content in {**files, "checkpoints/step_1.bin": b"state", "train.log": b"log"}.items():
         (result / name).write_bytes(content)
 
-    url = push_result_folder(result, "me/result")
+    url = push(result, "me/result")
     assert url.startswith(f"{fake_hub.url}/me/result/commit/")
     assert set(repo_files(fake_hub, "me/result")) == {".gitattributes", *files}
     assert files_in(download("me/result", tmp_path / "again")) == {

@@ -246,12 +246,14 @@ def uses_tensor_pipeline(model: torch.nn.Module) -> bool:
     return cfg.get("crop_mode") == "squash" and cfg.get("crop_pct") == 1.0
 
 
-def tensor_datasets(splits, seed: int) -> tuple[TensorImages, TensorImages, list[str]]:
-    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory, and the
-    unreadable files left out."""
+def tensor_datasets(splits, seed: int, size: int | None = None
+                    ) -> tuple[TensorImages, TensorImages, list[str]]:
+    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory (resized to
+    ``size`` if given: ``data.image_size``), and the unreadable files left out."""
     made, skipped = [], []
     for name, ds in (("train", splits.train), ("eval", splits.eval)):
-        images, rows, unreadable = decode_readable(ds, splits.image_column, desc=f"Decoding {name} images")
+        images, rows, unreadable = decode_readable(ds, splits.image_column, size,
+                                                   desc=f"Decoding {name} images")
         labels = ds[splits.label_column]
         made.append(TensorImages(images, [labels[i] for i in rows], seed))
         skipped += unreadable

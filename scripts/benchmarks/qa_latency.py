@@ -8,8 +8,8 @@ BERT/RoBERTa) with random weights, saved in the layout of ``uer/roberta-base-chi
 (1) the README example question, one call at a time: ms per question (median);
 (2) the first 100 CMRC 2018 dev questions: ms per question and questions/s.
 Naive: one question at a time, its windows (max 384 tokens, stride 128) padded to 384 tokens,
-fp32, decoded as the old transformers pipeline defined it (softmax over the context tokens,
-the best valid span by p(start) * p(end)).
+fp32, decoded as transformers' ``run_qa.py`` (utils_qa) ranks answers: the best valid span by
+its raw start + end logit sum, across all windows.
 hfkit: ``answer`` (windows padded to the longest in the batch, exact span search), in fp32
 (answers must equal the naive ones) and bf16 (EM/F1 against the fp32 answers reported).
 """
@@ -67,25 +67,21 @@ class Naive:
         offsets = enc.pop("offset_mapping").tolist()
         enc.pop("overflow_to_sample_mapping")
         out = self.model(**enc)
-        best, best_score = "", -1.0
+        best, best_score = "", -np.inf
         for w in range(len(offsets)):
-            # the old pipeline's definition: softmax over the context tokens, best valid span
+            # utils_qa's rule: raw start + end logits of a valid span, compared across windows
             context = np.array([s == 1 for s in enc.sequence_ids(w)])
             idx = np.flatnonzero(context)
-            p_start = _softmax(out.start_logits[w].numpy()[idx])
-            p_end = _softmax(out.end_logits[w].numpy()[idx])
-            scores = np.triu(np.outer(p_start, p_end))  # end >= start
-            scores -= np.triu(scores, max_answer_length)  # at most max_answer_length tokens
+            start, end = out.start_logits[w].numpy()[idx], out.end_logits[w].numpy()[idx]
+            scores = start[:, None] + end[None, :]
+            valid = np.triu(np.ones_like(scores, dtype=bool)) & ~np.triu(np.ones_like(scores, dtype=bool),
+                                                                          max_answer_length)
+            scores = np.where(valid, scores, -np.inf)  # end >= start, at most max_answer_length tokens
             s, e = np.unravel_index(scores.argmax(), scores.shape)
             if scores[s, e] > best_score:
                 best_score = scores[s, e]
                 best = context_text[offsets[w][idx[s]][0]:offsets[w][idx[e]][1]]
         return best
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
 
 
 def cmrc_questions(path: str, n: int) -> list[tuple[str, str, list[str]]]:
