@@ -70,6 +70,14 @@ def recipes_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.results import describe_result
+
+    print(describe_result(args.run_dir))
+    return 0
+
+
 def predict_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
     from hfkit.inference import ImageClassifier, TextClassifier
@@ -181,10 +189,11 @@ def download_command(args: argparse.Namespace) -> int:
 def push_command(args: argparse.Namespace) -> int:
     from hfkit.hub import push
 
+    dry_run = args.dry_run or (str(Path(args.run_dir) / "push-preview") if args.dry_run == "" else None)
     where = push(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
-                 create_pr=args.create_pr, commit_message=args.commit_message, dry_run=args.dry_run,
+                 create_pr=args.create_pr, commit_message=args.commit_message, dry_run=dry_run,
                  license=args.license)
-    if args.dry_run:
+    if dry_run:
         print(f"Dry run: {where}/ holds exactly what `hfkit push` would upload to {args.repo_id} "
               "(README.md is the model card); nothing was sent.")
     else:
@@ -203,7 +212,11 @@ def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hfkit", description="Hugging Face transfer learning toolkit")
+    from hfkit import __version__
+
+    parser = argparse.ArgumentParser(prog="hfkit", description="Hugging Face transfer learning toolkit",
+                                     epilog="Start with: hfkit recipes; then hfkit finetune --recipe NAME")
+    parser.add_argument("--version", action="version", version=f"hfkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("finetune", help="train a recipe (same as scripts/finetune.py)")
     add_run_arguments(p)
@@ -214,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="with --show: the values after these overrides")
     p.set_defaults(func=recipes_command)
+    p = sub.add_parser("show", help="what a result folder holds: task, training, metrics, files, commands")
+    p.add_argument("run_dir", help="result folder (runs/ants) or Hub id")
+    p.set_defaults(func=show_command)
     p = sub.add_parser("predict", help="classify images or texts with a result folder or Hub model")
     p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")
     p.add_argument("--top-k", type=POSITIVE, default=5, help="labels shown per input (default 5)")
@@ -274,8 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--commit-message", help="default: Upload <folder> with hfkit push")
     p.add_argument("--license", help="license id in the card (default: the recipe's hub.license, apache-2.0)")
-    p.add_argument("--dry-run", metavar="DIR",
-                   help="write exactly what would be uploaded (with the card) into DIR; contact no server")
+    p.add_argument("--dry-run", metavar="DIR", nargs="?", const="",
+                   help="write exactly what would be uploaded (with the card) into DIR (default "
+                        "<run_dir>/push-preview); contact no server")
     p.set_defaults(func=push_command)
     from hfkit.demo import add_demo_parser  # light: gradio loads only when a demo starts
 
@@ -284,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `hfkit` alone: what it can do, not an error
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:

@@ -105,7 +105,8 @@ def training_precision(requested: str, device_type: str) -> tuple[str, str | Non
                 "train.mixed_precision=fp16") if cpu_has_fast_bf16() else (
                 "no", "CPU: fp16 autocast needs a GPU: training in fp32 instead of the recipe's "
                 "train.mixed_precision=fp16")
-    if requested == "bf16" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+    if (requested == "bf16" and device_type == "cuda" and torch.cuda.is_available()
+            and not torch.cuda.is_bf16_supported()):
         return "fp16", ("GPU: this GPU has no bf16 (it is older than Ampere): training in fp16 "
                         "instead of the recipe's train.mixed_precision=bf16")
     return requested, None

@@ -194,7 +194,12 @@ def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
             plots.plot_curves(state.history, out / "training_curves.png",
                               tasks.get(recipe.task).curve_metric)
         draw(out)
-        print(f"Results in {out}/ (model weights, config, all_results.json, plots)")
+        metric = f"eval_{recipe.eval.metric}"
+        if state.best_epoch is not None and metric in results:
+            print(f"Best {metric} {results[metric]:.4f} at epoch {state.best_epoch:g} -> {out}/ "
+                  "(model weights, config, all_results.json, plots)")
+        else:
+            print(f"Results in {out}/ (model weights, config, all_results.json, plots)")
         if recipe.hub.push:  # `hfkit push` with the recipe's hub settings
             h = recipe.hub
             try:

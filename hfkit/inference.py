@@ -16,7 +16,7 @@ from hfkit.data.images import decode_image, decode_size, image_transforms, to_rg
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
 from hfkit.devices import default_device
 from hfkit.models import label_names, load_image_model, position_limit
-from hfkit.offline import loading_weights
+from hfkit.offline import is_hub_id, loading_weights
 from hfkit.qa import top_spans
 from hfkit.results import QA_DEFAULTS
 
@@ -311,8 +311,8 @@ def _check_qa_folder(path: str) -> None:
     """A local folder must hold weights and a tokenizer; say which is missing and what to do."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        if folder.exists() or path.startswith((".", "/", "~")) or path.count("/") > 1:
-            raise FileNotFoundError(f"no model folder '{path}'")
+        if not is_hub_id(path):
+            raise FileNotFoundError(f"no model folder '{path}' (looked in {Path.cwd()})")
         return  # a Hub id
     names = {p.name for p in folder.iterdir()}
     if "config.json" not in names:

@@ -63,10 +63,11 @@ def go_offline_if_unreachable() -> bool:
 
 
 def is_hub_id(name: str) -> bool:
-    """``org/name`` (or ``hf-hub:org/name``) that is not a local path."""
+    """``org/name`` (or ``hf-hub:org/name``) that is not a local path: ``runs/nope`` is a path
+    when a folder ``runs`` is here."""
     name = name.removeprefix("hf-hub:")
     return (name.count("/") == 1 and not name.startswith((".", "/", "~"))
-            and not Path(name).expanduser().exists())
+            and not Path(name).expanduser().exists() and not Path(name.split("/")[0]).is_dir())
 
 
 def offline_weights_help(repo_id: str, what: str = "model", use: str | None = None) -> str:
@@ -101,6 +102,8 @@ def loading_weights(source: str, use: str = "--model") -> Iterator[None]:
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError is one too
         if Path(source).expanduser().exists():  # a local folder: the error is about its files
             raise
+        if not is_hub_id(source):
+            raise FileNotFoundError(f"no folder '{source}' (looked in {Path.cwd()})") from None
         raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the Hub "
                            f"is not reachable ({type(e).__name__}).\n"
                            f"{offline_weights_help(source, use=use)}") from e

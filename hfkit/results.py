@@ -78,6 +78,38 @@ class ResultFolder:
         return {k: given.get(k) or trained.get(k) or default for k, default in QA_DEFAULTS.items()}
 
 
+def describe_result(name_or_path: str) -> str:
+    """What ``hfkit show`` prints: what the model is, how it was trained, its metrics, its files
+    and the commands that use it."""
+    found = read_result(name_or_path)
+    task, recipe = found.task, found.recipe
+    labels = found.labels
+    lines = [f"{name_or_path}: {task.name} ({found.family} {found.architecture})"
+             + (f", {len(labels)} classes: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}"
+                if labels else "")]
+    if recipe:
+        train, results = found.section("train"), found.results
+        best = f" (best: epoch {results['best_epoch']:g})" if results.get("best_epoch") is not None else ""
+        lines.append(f"trained: recipe {recipe.get('name')}, model {found.section('model').get('name')}, "
+                     f"data {found.section('data').get('path')}, {train.get('epochs')} "
+                     f"epoch{'' if train.get('epochs') == 1 else 's'}{best}"
+                     + (", interrupted" if results.get("interrupted") else ""))
+    metrics = {k: v for k, v in found.results.items() if k.startswith("eval_") and isinstance(v, float)}
+    if metrics:
+        lines.append("metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        lines.append("files: " + ", ".join(f"{f.name} ({_size(f.stat().st_size)})" for f in files))
+    lines += ["use:", f"  hfkit {task.command.format(name_or_path)}", f"  hfkit demo {name_or_path}",
+              f"  hfkit push {name_or_path} --repo-id YOU/NAME --dry-run"]
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} B"
+
+
 def read_result(name_or_path: str) -> ResultFolder:
     """The folder ``name_or_path`` (a local folder, or a Hub id: from the cache when offline)."""
     folder = Path(name_or_path).expanduser()
@@ -87,7 +119,7 @@ def read_result(name_or_path: str) -> ResultFolder:
         return ResultFolder(name_or_path, _json(folder / "config.json"), _yaml(folder / "recipe.yaml"),
                             _json(folder / "all_results.json"))
     if folder.exists() or not is_hub_id(name_or_path):
-        raise FileNotFoundError(f"no model folder '{name_or_path}'")
+        raise FileNotFoundError(f"no model folder '{name_or_path}' (looked in {Path.cwd()})")
     return _read_hub(name_or_path.removeprefix("hf-hub:"))
 
 

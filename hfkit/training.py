@@ -343,8 +343,8 @@ class _Loop:
                   "lr": self.scheduler.get_last_lr()[0],
                   "epoch_seconds": time.perf_counter() - self.epoch_started}
         s.history.append(record)
-        self._update_best(record, predictions)
-        self.acc.print(format_metrics(record))
+        best = self._update_best(record, predictions)
+        self.acc.print(format_metrics(record) + ("  (best)" if best else ""))
         self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
                      step=s.global_step)
 
@@ -358,7 +358,8 @@ class _Loop:
             self._update_best(record, predictions)
             self.acc.print(format_metrics(record))
 
-    def _update_best(self, record: dict[str, Any], predictions: list[int]) -> None:
+    def _update_best(self, record: dict[str, Any], predictions: list[Any]) -> bool:
+        """Keep ``record`` as the best so far if it is (then its model is saved); whether it was."""
         s, ev = self.state, self.recipe.eval
         value = record.get(f"eval_{ev.metric}")
         if value is None:
@@ -368,7 +369,7 @@ class _Loop:
                                            else value < s.best_metric)
         if not better:
             s.evals_without_improvement += 1
-            return
+            return False
         s.best_metric, s.best_epoch, s.evals_without_improvement = value, record["epoch"], 0
         s.best_eval = {k: v for k, v in record.items() if k.startswith("eval_")}
         s.best_predictions = predictions
@@ -380,6 +381,7 @@ class _Loop:
                 self.save_model(best, tmp)
                 (tmp / PREDICTIONS_FILE).write_text(json.dumps(predictions, ensure_ascii=False))
             write_atomically(self.out, write)
+        return True
 
     def _patience_exhausted(self) -> bool:
         p = self.t.early_stopping_patience
@@ -460,9 +462,19 @@ def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    mode = _file_mode()
     for item in tmp.iterdir():
+        if item.is_file():  # safetensors writes its file 0600: results are for sharing, as others' are
+            item.chmod(mode)
         os.replace(item, out / item.name)
     tmp.rmdir()
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` gives a new file here (0644 under the usual umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def find_checkpoint(out: Path, resume: str) -> Path:

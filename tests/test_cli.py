@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import PIL.Image
 import pytest
 from conftest import make_image
@@ -58,3 +60,40 @@ def test_predict_fails_when_no_input_could_be_read(image_model, tmp_path, capsys
     text.write_text("not an image")
     assert main(["predict", "--model", str(image_model), str(text)]) == 1
     assert "none of the 1 inputs could be read as an image" in capsys.readouterr().err
+
+
+def test_version_and_bare_hfkit_print_and_exit_0(capsys):
+    from hfkit import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"hfkit {__version__}"
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: hfkit") and "finetune" in out and "show" in out
+
+
+def test_show_tells_what_a_result_folder_is(image_model, capsys):
+    assert main(["show", str(image_model)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{image_model}: image-classification (timm resnet18), 2 classes: ants, bees")
+    assert "trained: recipe hymenoptera, model resnet18" in out and "1 epoch (best: epoch 1)" in out
+    assert re.search(r"\nmetrics: eval_loss [\d.]+, eval_accuracy [\d.]+", out)
+    assert "model.safetensors (" in out and f"  hfkit predict --model {image_model} image.jpg" in out
+
+
+def test_a_missing_local_folder_is_called_a_folder_not_a_hub_repo(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for argv in (["predict", "--model", "runs/nope", "a.jpg"], ["show", "runs/nope"],
+                 ["qa", "--model", "runs/nope", "--question", "q", "--context", "c"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"'runs/nope' (looked in {tmp_path})" in err and "hfkit download" not in err, err
+
+
+def test_push_dry_run_needs_no_folder_argument(image_model, capsys):
+    assert main(["push", str(image_model), "--repo-id", "alice/ants", "--dry-run"]) == 0
+    preview = image_model / "push-preview"
+    assert (preview / "README.md").is_file() and (preview / "model.safetensors").is_file()
+    assert "push-preview/ holds exactly what" in capsys.readouterr().out

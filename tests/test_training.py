@@ -402,3 +402,22 @@ def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_fold
     assert "The accelerate launcher has ended" in text
     state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
     assert 6 <= state["global_step"] < 200 * 6
+
+
+def test_the_console_marks_the_best_epoch_and_ends_with_the_best_result(tiny_overrides, tmp_path, capsys):
+    results = _run(tiny_overrides + ["train.epochs=2"], tmp_path)
+    out = capsys.readouterr().out
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    best = results["best_epoch"]
+    assert epochs[best - 1].endswith("(best)")
+    assert (f"Best eval_accuracy {results['eval_accuracy']:.4f} at epoch {best} -> {tmp_path}/"
+            in out.splitlines()[-1])
+
+
+def test_result_files_are_readable_by_others_as_the_umask_allows(tiny_overrides, tmp_path):
+    """safetensors wrote model.safetensors 0600; a result folder is for sharing (0644 here)."""
+    _run(tiny_overrides + ["train.epochs=1"], tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "config.json", "eval_predictions.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
