@@ -46,6 +46,22 @@ def launcher_pid() -> int | None:
     return None if launcher is None else launcher.pid
 
 
+def launcher_requested_processes() -> int | None:
+    """``--num_processes N`` as given to the ``accelerate launch`` that started this process."""
+    launcher = _launcher()
+    try:
+        cmdline = launcher.cmdline() if launcher is not None else []
+    except psutil.Error:
+        return None
+    for i, part in enumerate(cmdline):
+        for flag in ("--num_processes", "--num-processes"):
+            value = part.removeprefix(flag + "=") if part.startswith(flag + "=") else (
+                cmdline[i + 1] if part == flag and i + 1 < len(cmdline) else None)
+            if value is not None and value.isdigit():
+                return int(value)
+    return None
+
+
 def launcher_default_threads() -> bool:
     """True when ``OMP_NUM_THREADS=1`` is accelerate's default rather than the user's choice.
 

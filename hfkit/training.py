@@ -30,7 +30,13 @@ from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from hfkit.devices import launcher_pid, process_state, set_cpu_threads, training_precision
+from hfkit.devices import (
+    launcher_pid,
+    launcher_requested_processes,
+    process_state,
+    set_cpu_threads,
+    training_precision,
+)
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification, Objective
 from hfkit.recipes import Recipe, flat_fields, save_recipe
@@ -345,8 +351,17 @@ class _Loop:
         s.history.append(record)
         best = self._update_best(record, predictions)
         self.acc.print(format_metrics(record) + ("  (best)" if best else ""))
+        self._warn_if_one_class(predictions)
         self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
                      step=s.global_step)
+
+    def _warn_if_one_class(self, predictions: list[Any]) -> None:
+        model = self.plain_model()
+        names = (model.pretrained_cfg.get("label_names") if hasattr(model, "pretrained_cfg")
+                 else getattr(getattr(model, "config", None), "id2label", None))
+        warning = one_class_warning(predictions, names)
+        if warning:
+            self.acc.print(warning)
 
     def finish_interrupted(self) -> None:
         """Stopped by --max-steps: checkpoint first (so resume is exact), then report."""
@@ -443,6 +458,20 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
                               .cpu().numpy() for k, v in gathered.items()})
 
 
+def one_class_warning(predictions: list[Any], names=None) -> str | None:
+    """A classifier that answers one class for everything has learnt nothing yet, though its
+    accuracy (the share of that class) can look like learning: the line that says so, else None.
+    ``names``: timm's label_names list or transformers' id2label dict."""
+    if len(predictions) < 2 or not isinstance(predictions[0], int) or len(set(predictions)) > 1:
+        return None
+    try:
+        name = f" ({names[predictions[0]]})" if names else ""
+    except (IndexError, KeyError):
+        name = ""
+    return (f"Warning: all {len(predictions)} evaluation predictions are class {predictions[0]}{name}: "
+            "the model does not tell the classes apart yet (more epochs or another train.lr may help).")
+
+
 def format_metrics(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']:g}"]
     for key, value in record.items():
@@ -505,13 +534,20 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 def _check_world(accelerator: Accelerator) -> None:
-    """Several launched processes that each think they are alone would overwrite each other."""
+    """Several launched processes that each think they are alone would overwrite each other; and
+    ``accelerate launch --num_processes 2`` without ``--multi_gpu`` on CPUs quietly starts one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and accelerator.num_processes == 1:
         raise RuntimeError(
             f"{world} processes were launched but they do not form a group (no GPUs here?). "
             "For several processes on CPUs set ACCELERATE_USE_CPU=1 (or answer 'multi-CPU' in "
             "`accelerate config`); for one process use --num_processes 1.")
+    asked = launcher_requested_processes()
+    if asked is not None and asked > accelerator.num_processes:
+        accelerator.print(
+            f"Warning: accelerate launch was asked for {asked} processes but started "
+            f"{accelerator.num_processes}: training runs in {accelerator.num_processes}. For several "
+            "processes on CPUs add --multi_gpu and set ACCELERATE_USE_CPU=1 (README, Multi-GPU).")
 
 
 def check_output_dir(out: Path, resume: str | None, recipe: Recipe | None = None) -> Path | None:

@@ -421,3 +421,37 @@ def test_result_files_are_readable_by_others_as_the_umask_allows(tiny_overrides,
     os.umask(mask)
     for name in ("model.safetensors", "config.json", "eval_predictions.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+
+def test_a_classifier_that_answers_one_class_is_called_out():
+    from hfkit.training import one_class_warning
+
+    assert one_class_warning([1, 1, 1], ["neg", "pos"]) == (
+        "Warning: all 3 evaluation predictions are class 1 (pos): the model does not tell the classes "
+        "apart yet (more epochs or another train.lr may help).")
+    assert "class 0 (neg)" in one_class_warning([0, 0], {0: "neg", 1: "pos"})
+    assert one_class_warning([0, 1, 1], ["neg", "pos"]) is None
+    assert one_class_warning([{"id": "q"}, {"id": "q"}]) is None  # QA n-best lists: not classes
+    assert one_class_warning([4]) is None
+
+
+@pytest.mark.slow
+def test_accelerate_launch_that_started_fewer_processes_than_asked_says_so(tiny_overrides, tmp_path):
+    """`ACCELERATE_USE_CPU=1 accelerate launch --num_processes 2` without --multi_gpu runs one process and
+    exits 0: the run says what happened and how to get two."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "scripts/finetune.py", "--recipe", "hymenoptera", "--output-dir",
+                           str(tmp_path / "run"), "--max-steps", "1", *sets],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("Warning: accelerate launch was asked for 2 processes but started 1: training runs in 1. "
+            "For several processes on CPUs add --multi_gpu") in proc.stdout + proc.stderr
