@@ -58,18 +58,12 @@ def train_qa(root: Path) -> Path:
 
 def train_sentiment(root: Path) -> Path:
     import datasets
-    from conftest import NEGATIVE, POSITIVE, _wordpiece_tokenizer, toy_reviews
-    from transformers import BertConfig, BertForSequenceClassification
+    from conftest import toy_reviews, write_tiny_bert
 
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
 
-    base = root / "bert"
-    tokenizer = _wordpiece_tokenizer([t for t, _ in toy_reviews(200)] + POSITIVE + NEGATIVE)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = write_tiny_bert(root / "bert")
     (root / "imdb" / "plain_text").mkdir(parents=True)
     features = datasets.Features(text=datasets.Value("string"),
                                  label=datasets.ClassLabel(names=["negative", "positive"]))
@@ -86,27 +80,12 @@ def train_sentiment(root: Path) -> Path:
 
 
 def train_generation(root: Path) -> Path:
-    from conftest import REPETITIVE
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from conftest import REPETITIVE, write_tiny_gpt2
 
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
 
-    base = root / "gpt2"
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([REPETITIVE] * 10 + ["once upon a time there was a story"],
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    end = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=end, bos_token=end, unk_token=end,
-                                        model_max_length=64)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    GPT2LMHeadModel(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = write_tiny_gpt2(root / "gpt2")
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join([REPETITIVE] * 120))
     finetune(load_recipe("gpt2", [

@@ -120,12 +120,10 @@ def _wordpiece_tokenizer(texts: list[str]):
                                    model_max_length=128)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A random 2-layer BERT with a WordPiece vocabulary, saved with save_pretrained."""
+def write_tiny_bert(folder: Path) -> Path:
+    """A random 2-layer BERT classifier with a WordPiece vocabulary, saved with save_pretrained."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = _wordpiece_tokenizer([t for t, _ in toy_reviews(200)] + POSITIVE + NEGATIVE)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
@@ -134,16 +132,19 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
 REPETITIVE = "the quick brown fox jumps over the lazy dog . " * 4
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2_dir(tmp_path_factory) -> Path:
-    """A random 2-layer GPT-2 with a byte-level BPE tokenizer trained on test text."""
+def write_tiny_gpt2(folder: Path) -> Path:
+    """A random 2-layer GPT-2 with a byte-level BPE tokenizer trained on test text, in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -158,6 +159,11 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> Path:
+    return write_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 # ---------------------------------------------------------------------------------------------

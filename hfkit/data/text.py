@@ -32,7 +32,6 @@ from hfkit.offline import load_hub_dataset
 logger = logging.getLogger(__name__)
 
 IMDB_LABELS = ["neg", "pos"]
-MEGABATCH_FACTOR = 50  # as transformers' LengthGroupedSampler: sorted chunks of 50 batches
 
 
 @dataclass
@@ -84,11 +83,10 @@ def make_text_loader(ds: datasets.Dataset, tokenizer, batch_size: int, shuffle: 
 
 
 class TextSampler(torch.utils.data.Sampler):
-    """Indices in an order that depends only on (seed, epoch); optionally grouped by length.
-
-    Grouping follows transformers' ``LengthGroupedSampler``: shuffle, cut into mega-batches of
-    50 batches, sort each by length (longest first). Batches then hold texts of similar length,
-    so little padding, while the mega-batch order stays random.
+    """Indices in an order that depends only on (seed, epoch); optionally grouped by length with
+    transformers' own ``get_length_grouped_indices`` (what its ``LengthGroupedSampler`` uses):
+    shuffle, cut into mega-batches, sort each by length, the longest batch first. Batches then hold
+    texts of similar length, so little padding, while the mega-batch order stays random.
     """
 
     def __init__(self, n: int, seed: int, shuffle: bool, batch_size: int = 1,
@@ -104,19 +102,14 @@ class TextSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=generator).tolist() if self.shuffle else list(range(self.n))
-        if self.lengths is not None and order:
-            order = self._group(order)
-        return iter(order)
+        if self.lengths is not None and self.n:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    def _group(self, order: list[int]) -> list[int]:
-        size = MEGABATCH_FACTOR * self.batch_size
-        megabatches = [sorted(order[i:i + size], key=lambda j: -self.lengths[j])
-                       for i in range(0, len(order), size)]
-        # the longest text goes first, so an out-of-memory error shows at the first step
-        longest = max(range(len(megabatches)), key=lambda k: self.lengths[megabatches[k][0]])
-        megabatches[0][0], megabatches[longest][0] = megabatches[longest][0], megabatches[0][0]
-        return [i for megabatch in megabatches for i in megabatch]
+            # mega-batches of 50 batches, as LengthGroupedSampler's maximum (its default shrinks them
+            # to make 4 on small sets, which leaves more padding)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, mega_batch_mult=50,
+                                                   generator=generator))
+        return iter(torch.randperm(self.n, generator=generator).tolist() if self.shuffle else range(self.n))
 
 
 def _lengths(ds: datasets.Dataset) -> list[int]:
