@@ -211,6 +211,34 @@ def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
                    help="bf16: faster on GPUs and on CPUs with AVX512-BF16")
 
 
+# shown under each command's --help
+EXAMPLES = {
+    "finetune": ["hfkit finetune --recipe hymenoptera --set train.epochs=5 --output-dir runs/ants",
+                 "hfkit finetune --recipe hymenoptera --output-dir runs/ants --resume latest",
+                 "hfkit finetune --recipe imdb --set model.name=./models/bert --set data.path=./imdb"],
+    "recipes": ["hfkit recipes", "hfkit recipes --show cifar10 --set train.lr=0.2"],
+    "show": ["hfkit show runs/ants"],
+    "predict": ["hfkit predict --model runs/ants bee.jpg ant.jpg --top-k 2",
+                'hfkit predict --model runs/imdb "A wonderful film."'],
+    "generate": ['hfkit generate --model runs/gpt2 --prompt "Once upon a time" --temperature 0.8 --seed 0'],
+    "qa": ['hfkit qa --model runs/cmrc2018 --question "谁是人工智能之父？" --context-file page.txt'],
+    "evaluate": ["hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json"],
+    "download": ["hfkit download uer/roberta-base-chinese-extractive-qa --to ./models/qa",
+                 "hfkit download stanfordnlp/imdb --repo-type dataset --to ./data/imdb"],
+    "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
+             "hfkit push runs/ants --repo-id alice/resnet18-ants-bees --private"],
+    "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
+}
+
+
+def _with_examples(sub) -> None:
+    """Each command's --help ends with examples (argparse keeps the epilog's lines as written)."""
+    for name, parser in sub.choices.items():
+        if name in EXAMPLES:
+            parser.formatter_class = argparse.RawDescriptionHelpFormatter
+            parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hfkit import __version__
 
@@ -237,8 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=predict_command)
     p = sub.add_parser("generate", help="continue a prompt with a causal LM, printed as it is made")
     p.add_argument("--model", required=True, help="result folder (runs/gpt2) or Hub id")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=POSITIVE, default=50)
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--max-new-tokens", type=POSITIVE, default=50, help="tokens to add (default 50)")
     p.add_argument("--temperature", type=_number(float, 0.0), default=1.0, help="0: greedy decoding")
     p.add_argument("--top-k", type=POSITIVE, help="sample from the k most likely tokens")
     p.add_argument("--top-p", type=_number(float, 0.0, 1.0, low_open=True),
@@ -249,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=generate_command)
     p = sub.add_parser("qa", help="answer a question from a context with an extractive QA model")
     p.add_argument("--model", required=True, help="model folder (runs/cmrc2018, ./models/x) or Hub id")
-    p.add_argument("--question", required=True)
+    p.add_argument("--question", required=True, help="the question, in the context's language")
     p.add_argument("--context", help="the text that holds the answer")
     p.add_argument("--context-file", help="read the context from this UTF-8 text file")
     p.add_argument("--top-k", type=POSITIVE, default=1, help="number of answers, best first")
@@ -272,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="fetch a Hub model or data set into a folder for offline use")
     p.add_argument("repo_id", help="e.g. uer/roberta-base-chinese-extractive-qa")
     p.add_argument("--to", help="target folder (default ./models/<name>)")
-    p.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    p.add_argument("--repo-type", choices=["model", "dataset"], default="model",
+                   help="what the repo holds (default model)")
     p.add_argument("--revision", help="branch, tag or commit")
     p.add_argument("--include", action="append", metavar="GLOB",
                    help="download only files matching GLOB (repeatable); default: what loading needs")
@@ -297,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hfkit.demo import add_demo_parser  # light: gradio loads only when a demo starts
 
     add_demo_parser(sub)
+    _with_examples(sub)
     return parser
 
 

@@ -97,3 +97,22 @@ def test_push_dry_run_needs_no_folder_argument(image_model, capsys):
     preview = image_model / "push-preview"
     assert (preview / "README.md").is_file() and (preview / "model.safetensors").is_file()
     assert "push-preview/ holds exactly what" in capsys.readouterr().out
+
+
+def test_every_command_has_help_for_every_option_and_examples():
+    import argparse
+
+    from hfkit.cli import EXAMPLES, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(EXAMPLES)
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            assert action.help, f"hfkit {name} {'/'.join(action.option_strings) or action.dest}"
+        text = parser.format_help()
+        assert "examples:\n" in text and all(line in text for line in EXAMPLES[name])
+        # each example parses (nothing runs: parse_args only)
+        for line in EXAMPLES[name]:
+            import shlex
+
+            assert build_parser().parse_args(shlex.split(line)[1:]).command == name
