@@ -192,7 +192,7 @@ def finish(recipe: Recipe, state: TrainerState, results: dict[str, Any],
         (out / "all_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
         if state.history:
             plots.plot_curves(state.history, out / "training_curves.png",
-                              tasks.get(recipe.task).curve_metric)
+                              tasks.get(recipe.task).curve_metric, state.best_epoch)
         draw(out)
         metric = f"eval_{recipe.eval.metric}"
         if state.best_epoch is not None and metric in results:

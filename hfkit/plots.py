@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
@@ -43,26 +44,47 @@ def _fonts_for(texts: Iterable[str]) -> Iterator[None]:
         yield
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path, metric: str = "accuracy") -> None:
-    """Loss and the task's main ``metric`` per epoch (accuracy, F1 with EM, or perplexity), train
-    against eval."""
+def plot_curves(history: Sequence[dict[str, Any]], path: Path, metric: str = "accuracy",
+                best_epoch: float | None = None) -> None:
+    """Loss and the task's main ``metric`` (accuracy, F1 with EM, or perplexity), train against
+    eval: the training loss of every optimizer step as a line, per-epoch values as dots, whole
+    epochs on the axis, and the epoch of the saved (best) model marked."""
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, name in zip(axes, ("loss", metric)):
+        if name == "loss":
+            _step_losses(ax, history)
         series = [f"{split}_{name}" for split in ("train", "eval")]
         if name == "f1":  # QA: exact match beside F1
             series.append("eval_exact_match")
         for key in series:
             values = [h.get(key) for h in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, marker="o", label=key.replace("_" + name, "").replace("_", " "))
+                label = key.replace("_" + name, "").replace("_", " ")
+                label += " (epoch mean)" if key == "train_loss" else ""
+                ax.plot(epochs, values, marker="o", label=label)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best model (epoch {best_epoch:g})")
         ax.set(title=name, xlabel="epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _step_losses(ax, history: Sequence[dict[str, Any]]) -> None:
+    """The loss of each optimizer step, placed within its epoch (epoch e spans e-1 .. e)."""
+    xs, ys = [], []
+    for h in history:
+        losses = h.get("train_step_losses") or []
+        xs += [h["epoch"] - 1 + (i + 1) / len(losses) for i in range(len(losses))]
+        ys += losses
+    if ys:
+        ax.plot(xs, ys, color="tab:blue", alpha=0.35, linewidth=1, label="train (each step)")
 
 
 def plot_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str],

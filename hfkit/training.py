@@ -81,6 +81,8 @@ class TrainerState:
     # per process: [loss sum, correct, count] of the batches of ``epoch`` trained so far, so that a
     # resumed epoch's train_loss covers the whole epoch
     train_totals: list[list[float]] = field(default_factory=list)
+    # per process and optimizer step of ``epoch`` so far: [loss sum, count], for the per-step curve
+    step_totals: list[list[list[float]]] = field(default_factory=list)
 
     def save(self, folder: Path) -> None:
         saved = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("checkpointed", True)}
@@ -231,6 +233,7 @@ class _Loop:
         self.objective, self.ema, self.stop = objective, ema, stop
         self.stopping = False  # the stop all processes agreed on (see should_stop)
         self.totals: torch.Tensor | None = None
+        self.steps: torch.Tensor | None = None
 
     def plain_model(self) -> torch.nn.Module:
         """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
@@ -276,15 +279,21 @@ class _Loop:
             loader = acc.skip_first_batches(self.train_loader, s.batches_in_epoch)
         self.model.train()
         totals = torch.zeros(3, device=acc.device)  # loss sum, correct, count
+        steps = torch.zeros(math.ceil(len(self.train_loader) / self.t.gradient_accumulation_steps), 2,
+                            device=acc.device)  # per optimizer step: loss sum, count
         if s.batches_in_epoch and len(s.train_totals) == acc.num_processes:
             totals += torch.tensor(s.train_totals[acc.process_index], device=acc.device)
-        self.totals = totals  # read by save_checkpoint
+            if len(s.step_totals) == acc.num_processes:
+                steps += torch.tensor(s.step_totals[acc.process_index], device=acc.device)
+        self.totals, self.steps = totals, steps  # read by save_checkpoint
         bar = tqdm(loader, total=len(self.train_loader), initial=s.batches_in_epoch,
                    desc=f"epoch {s.epoch + 1}/{self.t.epochs}", unit="batch",
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
         started = refreshed = time.perf_counter()
         for batch in bar:
-            totals += self.train_step(batch)
+            stats = self.train_step(batch)
+            totals += stats
+            steps[s.batches_in_epoch // self.t.gradient_accumulation_steps] += stats[0::2]
             s.batches_in_epoch += 1
             s.samples_seen += _batch_size(batch) * acc.num_processes
             if not acc.sync_gradients:
@@ -308,9 +317,12 @@ class _Loop:
                 self.save_checkpoint()
                 started = time.perf_counter()
         bar.close()
-        summary = self.objective.train_summary(*self.acc.reduce(totals, reduction="sum").tolist())
+        # one read for the epoch's sums and its per-step losses
+        summed = self.acc.reduce(torch.cat([totals, steps.flatten()]), reduction="sum").tolist()
+        summary = self.objective.train_summary(*summed[:3])
         s.train_seconds += time.perf_counter() - started  # after reading totals: the device is done
-        return summary
+        pairs = zip(summed[3::2], summed[4::2])
+        return {**summary, "train_step_losses": [loss / count for loss, count in pairs if count]}
 
     def should_stop(self) -> bool:
         """Whether to stop for a signal. One process looks at its flag; several raise accelerate's
@@ -352,8 +364,19 @@ class _Loop:
         best = self._update_best(record, predictions)
         self.acc.print(format_metrics(record) + ("  (best)" if best else ""))
         self._warn_if_one_class(predictions)
-        self.acc.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
-                     step=s.global_step)
+        self._log(record)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        """To the trackers (TensorBoard): tags grouped as train/..., eval/..., and the training loss
+        of every optimizer step at its step."""
+        if not self.t.tensorboard:
+            return
+        losses = record.get("train_step_losses") or []
+        for i, loss in enumerate(losses):
+            self.acc.log({"train/step_loss": loss}, step=record["step"] - len(losses) + 1 + i)
+        tags = {"lr": "train/lr", "epoch_seconds": "time/epoch_seconds", "epoch": "epoch"}
+        self.acc.log({tags.get(k) or k.replace("_", "/", 1): v for k, v in record.items()
+                      if isinstance(v, (int, float)) and k != "step"}, step=record["step"])
 
     def _warn_if_one_class(self, predictions: list[Any]) -> None:
         model = self.plain_model()
@@ -415,8 +438,9 @@ class _Loop:
         if final.exists():
             return
         tmp = root / f".tmp-{final.name}"
-        s.train_totals = (acc.gather(self.totals[None]).tolist()
-                          if s.batches_in_epoch and self.totals is not None else [])
+        mid_epoch = s.batches_in_epoch and self.totals is not None
+        s.train_totals = acc.gather(self.totals[None]).tolist() if mid_epoch else []
+        s.step_totals = acc.gather(self.steps[None]).tolist() if mid_epoch else []
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)

@@ -116,9 +116,41 @@ def test_bf16_mixed_precision_trains(tiny_overrides, tmp_path):
 
 
 def test_tensorboard_logs(tiny_overrides, tmp_path):
-    """train.tensorboard writes event files (hub.push is tested against a fake Hub in test_push.py)."""
-    _run(tiny_overrides + ["train.epochs=1", "train.tensorboard=true"], tmp_path)
-    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+    """train.tensorboard writes event files with tags grouped (train/..., eval/...) and the loss of
+    every optimizer step (hub.push is tested against a fake Hub in test_push.py)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(tiny_overrides + ["train.epochs=2", "train.tensorboard=true"], tmp_path)
+    steps: dict[str, list[int]] = {}
+    for events in (tmp_path / "tensorboard").rglob("events.out.tfevents.*"):  # one per writer
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    assert {"train/loss", "train/accuracy", "eval/loss", "eval/accuracy", "train/lr"} <= set(steps)
+    assert sorted(steps["train/step_loss"]) == list(range(1, 13))  # 6 steps x 2 epochs
+    assert sorted(steps["eval/accuracy"]) == [6, 12]
+
+
+def test_each_optimizer_step_has_its_loss_in_the_history_and_the_curves(tiny_overrides, tmp_path,
+                                                                        monkeypatch):
+    import matplotlib.pyplot as plt
+
+    _run(tiny_overrides + ["train.epochs=2"], tmp_path)
+    history = json.loads((find_checkpoint(tmp_path, "latest") / "trainer_state.json").read_text())["history"]
+    for record in history:  # 24 images, batch 4: 6 steps of equal size, whose mean is the epoch's
+        assert len(record["train_step_losses"]) == 6
+        assert sum(record["train_step_losses"]) / 6 == pytest.approx(record["train_loss"], rel=1e-5)
+    from hfkit import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.plot_curves(history, tmp_path / "again.png", best_epoch=2)
+    loss_axes = figures[0].axes[0]
+    steps = next(line for line in loss_axes.lines if line.get_label() == "train (each step)")
+    assert list(steps.get_ydata()) == history[0]["train_step_losses"] + history[1]["train_step_losses"]
+    assert any(line.get_label() == "best model (epoch 2)" for line in loss_axes.lines)
+    plt.close(figures[0])
 
 
 # -- no waiting on the device per step ---------------------------------------------------------
