@@ -172,8 +172,9 @@ class StopRequest:
     """Ctrl-C or SIGTERM asks the loop to stop at the next optimizer step and checkpoint there.
 
     Stopping between steps (never inside ``optimizer.step``) keeps the checkpoint consistent.
-    A second Ctrl-C aborts at once. Several processes each see the signal at another batch: they
-    agree through accelerate's trigger (see ``_Loop.should_stop``), so all stop at one step.
+    A second Ctrl-C (not a SIGTERM) aborts at once. Several processes each see the signal at
+    another batch: they agree through accelerate's trigger (see ``_Loop.should_stop``), so all
+    stop at one step.
 
     ``accelerate launch`` does not pass a SIGTERM on to the process it started: the launcher dies
     and its child would train on, orphaned. So the child also watches its launcher and stops
@@ -203,9 +204,12 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        # only a second Ctrl-C aborts: a launcher passes SIGTERM on after the terminal's SIGINT
+        # (torchrun does), and that must not cut the checkpoint short
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.request("")
+        if not self.requested:
+            self.request("")
 
     def request(self, why: str) -> None:
         self.requested = True

@@ -487,3 +487,18 @@ def test_accelerate_launch_that_started_fewer_processes_than_asked_says_so(tiny_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert ("Warning: accelerate launch was asked for 2 processes but started 1: training runs in 1. "
             "For several processes on CPUs add --multi_gpu") in proc.stdout + proc.stderr
+
+
+def test_a_sigterm_after_ctrl_c_does_not_abort_the_checkpoint_but_a_second_ctrl_c_does():
+    """torchrun passes a SIGTERM on to its workers after the terminal's SIGINT reached them all:
+    that must let them finish their checkpoint; a user's second Ctrl-C still aborts at once."""
+    import signal
+
+    from hfkit.training import StopRequest
+
+    stop = StopRequest()
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested
+    stop._handle(signal.SIGTERM, None)  # no KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)
