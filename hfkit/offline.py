@@ -70,6 +70,12 @@ def is_hub_id(name: str) -> bool:
             and not Path(name).expanduser().exists() and not Path(name.split("/")[0]).is_dir())
 
 
+def looks_like_path(name: str) -> bool:
+    """A name with a folder in it that is no Hub id (``./x``, ``runs/nope`` beside ``runs/``), as
+    opposed to a Hub id or a bare model name such as timm's ``resnet18``."""
+    return "/" in name.removeprefix("hf-hub:") and not is_hub_id(name) or name.startswith((".", "~"))
+
+
 def offline_weights_help(repo_id: str, what: str = "model", use: str | None = None) -> str:
     """How to get a Hub repo onto this machine for offline use; ``use``: the option or recipe field
     that takes the folder (default: model.pretrained, or data.path for a data set)."""
@@ -102,7 +108,7 @@ def loading_weights(source: str, use: str = "--model") -> Iterator[None]:
     except OSError as e:  # huggingface_hub's LocalEntryNotFoundError is one too
         if Path(source).expanduser().exists():  # a local folder: the error is about its files
             raise
-        if not is_hub_id(source):
+        if looks_like_path(source):
             raise FileNotFoundError(f"no folder '{source}' (looked in {Path.cwd()})") from None
         raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the Hub "
                            f"is not reachable ({type(e).__name__}).\n"
