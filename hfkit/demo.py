@@ -353,17 +353,25 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true",
                    help="also open a public gradio.live link (off by default: anyone with it can use it)")
     p.add_argument("--examples", metavar="DIR",
-                   help="image demo: offer the images in DIR as examples (default: the shipped ones)")
+                   help="image demo: offer the images in DIR as examples (default: the run's own "
+                        "examples/, written by hfkit finetune from its evaluation data)")
     p.set_defaults(func=demo_command)
     return p
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    examples = args.examples
-    if examples is None and SHIPPED_EXAMPLES.is_dir():
-        examples = SHIPPED_EXAMPLES
-    serve(args.model, host=args.host, port=args.port, share=args.share, examples=examples)
+    serve(args.model, host=args.host, port=args.port, share=args.share,
+          examples=default_examples(args.model, args.examples))
     return 0
+
+
+def default_examples(model: str, given: str | None) -> Path | str | None:
+    """``--examples`` if given, else the evaluation images the run saved (``<run>/examples``), else
+    the pictures shipped in a repository checkout."""
+    own = Path(model).expanduser() / "examples"
+    if given is not None:
+        return given
+    return own if own.is_dir() else (SHIPPED_EXAMPLES if SHIPPED_EXAMPLES.is_dir() else None)
 
 
 def run_app(demo: str, examples=None) -> int:

@@ -84,6 +84,7 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
     def draw(out: Path) -> None:
         write_classification_plots(state, eval_labels, splits.label_names, out)
         write_prediction_grid(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
+        write_examples(eval_ds, eval_labels, splits.label_names, out / EXAMPLES)
     return finish(recipe, state, results, draw)
 
 
@@ -239,6 +240,24 @@ def write_classification_plots(state: TrainerState, labels: list[int], label_nam
     if state.best_predictions:
         plots.plot_confusion_matrix(np.asarray(labels), np.asarray(state.best_predictions),
                                     label_names, out / "confusion_matrix.png")
+
+
+EXAMPLES = "examples"  # a few evaluation images per class, which `hfkit demo` offers
+EXAMPLES_PER_CLASS = 2
+
+
+def write_examples(eval_ds, labels: list[int], label_names: list[str], folder: Path) -> None:
+    """The first EXAMPLES_PER_CLASS evaluation images of each class (at most 12 in all) as PNGs
+    named after their class, so a demo of the run shows pictures of its own data."""
+    picks: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        if len(picks.setdefault(y, [])) < EXAMPLES_PER_CLASS:
+            picks[y].append(i)
+    chosen = [(y, i) for y in sorted(picks) for i in picks[y]][:12]
+    folder.mkdir(exist_ok=True)
+    for y, i in chosen:
+        name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label_names[y])[:40]
+        eval_ds.image(i).save(folder / f"{name}-{i}.png")
 
 
 def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,

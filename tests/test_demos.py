@@ -415,3 +415,13 @@ def test_pages_fetch_nothing_from_outside(browser, image_url, qa_url, sentiment_
         assert p.requests, "the page made no request at all: is the recorder working?"
         assert all(urlparse(u).hostname in LOCAL_HOSTS for u in p.requests if u.startswith("http"))
         p.close()
+
+
+def test_the_image_demo_offers_the_runs_own_evaluation_images(image_run, tmp_path):
+    """finetune saved two evaluation images per class; `hfkit demo RUN` offers them (not the
+    shipped clip-art), and --examples still wins."""
+    own = sorted(p.name for p in (image_run / "examples").iterdir())
+    assert len(own) == 4 and sum(n.startswith("ants-") for n in own) == 2
+    assert demos.default_examples(str(image_run), None) == image_run / "examples"
+    assert demos.default_examples(str(image_run), str(tmp_path)) == str(tmp_path)
+    assert demos._example_images(image_run / "examples") == [str(image_run / "examples" / n) for n in own]
