@@ -80,7 +80,7 @@ def offline_weights_help(repo_id: str, what: str = "model", use: str | None = No
     """How to get a Hub repo onto this machine for offline use; ``use``: the option or recipe field
     that takes the folder (default: model.pretrained, or data.path for a data set)."""
     repo_id = repo_id.removeprefix("hf-hub:")
-    folder = "./weights/" + repo_id.split("/")[-1]
+    folder = "./models/" + repo_id.split("/")[-1]  # where `hfkit download` puts it by default
     repo_type = " --repo-type dataset" if what == "dataset" else ""
     use = use or ("model.pretrained" if what == "model" else "data.path")
     option = f"{use} {folder}" if use.startswith("--") else f"--set {use}={folder}"

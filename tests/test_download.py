@@ -225,7 +225,7 @@ def test_download_offline_mode_says_so(fake_hub, tmp_path, monkeypatch):
     set_offline(monkeypatch, True)
     with pytest.raises(ConnectionError, match="offline mode is on") as e:
         download("hfkit/m", tmp_path / "m")
-    assert "unset HF_HUB_OFFLINE" in str(e.value) and "--to ./weights/m" in str(e.value)
+    assert "unset HF_HUB_OFFLINE" in str(e.value) and "--to ./models/m" in str(e.value)
     assert fake_hub.requests == []
 
 

@@ -225,10 +225,10 @@ def test_resnet18_cifar_stem_is_initialised_like_the_other_convolutions():
 
 @pytest.mark.parametrize("argv,repo,option", [
     (["generate", "--model", "openai-community/gpt2", "--prompt", "Once"], "openai-community/gpt2",
-     "--model ./weights/gpt2"),
-    (["predict", "--model", "someone/missing", "a text"], "someone/missing", "--model ./weights/missing"),
+     "--model ./models/gpt2"),
+    (["predict", "--model", "someone/missing", "a text"], "someone/missing", "--model ./models/missing"),
     (["finetune", "--recipe", "imdb", "--set", "data.path=DATA"], "google-bert/bert-base-uncased",
-     "--set model.name=./weights/bert-base-uncased"),
+     "--set model.name=./models/bert-base-uncased"),
 ])
 def test_every_command_offline_without_the_model_says_how_to_download(argv, repo, option, tmp_path,
                                                                        monkeypatch, capsys):
