@@ -62,6 +62,32 @@ def launcher_requested_processes() -> int | None:
     return None
 
 
+def write_launcher_defaults() -> str | None:
+    """``accelerate launch`` without a config file lists, on every run, the defaults it used
+    (``--num_processes``, ``--mixed_precision 'no'``, ...), which reads as if the recipe's precision
+    were ignored. Launched that way on a machine with at most one GPU, write accelerate's basic
+    config (what ``accelerate config default`` writes: one process), so later launches are quiet
+    and run the same. Returns the line to print, or None when nothing was written."""
+    launcher = _launcher()
+    try:
+        cmdline = launcher.cmdline() if launcher is not None else None
+    except psutil.Error:
+        return None
+    if not cmdline or any(p.startswith(("--num_processes", "--config_file")) for p in cmdline):
+        return None
+    if torch.cuda.device_count() > 1:  # the basic config would make every later launch multi-GPU
+        return None
+    from accelerate.commands.config.config_args import default_config_file
+    from accelerate.utils import write_basic_config
+
+    if os.path.exists(default_config_file):
+        return None
+    write_basic_config(mixed_precision="no", save_location=default_config_file)
+    return (f"hfkit: wrote accelerate's default config to {default_config_file} (as `accelerate config "
+            "default` does), so `accelerate launch` stops listing the defaults it used; the precision "
+            "still comes from the recipe (train.mixed_precision)")
+
+
 def launcher_default_threads() -> bool:
     """True when ``OMP_NUM_THREADS=1`` is accelerate's default rather than the user's choice.
 

@@ -36,6 +36,7 @@ from hfkit.devices import (
     process_state,
     set_cpu_threads,
     training_precision,
+    write_launcher_defaults,
 )
 from hfkit.models import set_trainable
 from hfkit.objectives import Classification, Objective
@@ -115,6 +116,8 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
         log_with="tensorboard" if t.tensorboard else None, project_dir=str(out),
         dataloader_config=DataLoaderConfiguration(non_blocking=True))
     _check_world(accelerator)
+    if accelerator.is_main_process and (wrote := write_launcher_defaults()):
+        accelerator.print(wrote)
     if accelerator.device.type == "cpu":
         accelerator.print(set_cpu_threads(accelerator.num_processes))
     checkpoint = check_output_dir(out, resume)

@@ -85,3 +85,29 @@ def test_fp16_on_a_cpu_falls_back_with_a_message(monkeypatch):
     assert precision == "no" and "fp16 autocast needs a GPU" in why
     monkeypatch.setattr(hfkit.devices, "cpu_has_fast_bf16", lambda: True)
     assert training_precision("fp16", "cpu")[0] == "bf16"
+
+
+@pytest.mark.slow
+def test_the_launchers_defaults_header_shows_once(tmp_path):
+    """The README's `accelerate launch scripts/finetune.py ...` (no flags, no accelerate config)
+    makes accelerate list the defaults it used, `--mixed_precision 'no'` among them. hfkit writes
+    accelerate's basic config on that first run, so later runs no longer list them."""
+    data = write_image_folder(tmp_path / "images", {"train": 2, "val": 2})
+    sets = [arg for o in tiny_image_overrides(data) for arg in ("--set", o)]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    outputs = []
+    for run in ("first", "second"):
+        proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "scripts/finetune.py",
+                               "--recipe", "hymenoptera", "--output-dir", str(tmp_path / run),
+                               "--max-steps", "1", *sets], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout + proc.stderr)
+    assert "values were not passed to `accelerate launch`" in outputs[0]
+    assert "hfkit: wrote accelerate's default config" in outputs[0]
+    assert (tmp_path / "hf" / "accelerate" / "default_config.yaml").is_file()
+    # what is left on a CPU is true and useful: accelerate now gives a process all physical cores
+    for misleading in ("`--mixed_precision` was set", "`--num_processes` was set", "wrote accelerate's"):
+        assert misleading not in outputs[1], outputs[1][-2000:]
+    assert f"CPU: training on {usable_cores()} threads" in outputs[1]
