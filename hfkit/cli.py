@@ -189,7 +189,8 @@ def download_command(args: argparse.Namespace) -> int:
 def push_command(args: argparse.Namespace) -> int:
     from hfkit.hub import push
 
-    dry_run = args.dry_run or (str(Path(args.run_dir) / "push-preview") if args.dry_run == "" else None)
+    # --dry-run alone (""): the preview goes beside the results
+    dry_run = str(Path(args.run_dir) / "push-preview") if args.dry_run == "" else args.dry_run
     where = push(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
                  create_pr=args.create_pr, commit_message=args.commit_message, dry_run=dry_run,
                  license=args.license)
