@@ -46,13 +46,19 @@ def launcher_pid() -> int | None:
     return None if launcher is None else launcher.pid
 
 
-def launcher_requested_processes() -> int | None:
-    """``--num_processes N`` as given to the ``accelerate launch`` that started this process."""
+def _launcher_cmdline() -> list[str] | None:
+    """The command line of the ``accelerate launch`` that started this process (None: none did,
+    or it cannot be seen)."""
     launcher = _launcher()
     try:
-        cmdline = launcher.cmdline() if launcher is not None else []
+        return launcher.cmdline() if launcher is not None else None
     except psutil.Error:
         return None
+
+
+def launcher_requested_processes() -> int | None:
+    """``--num_processes N`` as given to the ``accelerate launch`` that started this process."""
+    cmdline = _launcher_cmdline() or []
     for i, part in enumerate(cmdline):
         for flag in ("--num_processes", "--num-processes"):
             value = part.removeprefix(flag + "=") if part.startswith(flag + "=") else (
@@ -68,11 +74,7 @@ def write_launcher_defaults() -> str | None:
     were ignored. Launched that way on a machine with at most one GPU, write accelerate's basic
     config (what ``accelerate config default`` writes: one process), so later launches are quiet
     and run the same. Returns the line to print, or None when nothing was written."""
-    launcher = _launcher()
-    try:
-        cmdline = launcher.cmdline() if launcher is not None else None
-    except psutil.Error:
-        return None
+    cmdline = _launcher_cmdline()
     if not cmdline or any(p.startswith(("--num_processes", "--config_file")) for p in cmdline):
         return None
     if torch.cuda.device_count() > 1:  # the basic config would make every later launch multi-GPU
