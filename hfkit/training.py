@@ -51,6 +51,7 @@ CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 PREDICTIONS_FILE = "eval_predictions.json"  # beside the best model: its predictions on the eval set
 LOCK_FILE = ".hfkit-run.lock"
+WRITE_FOLDER, WRITE_COMPLETE = ".tmp-write", ".complete"  # write_atomically's staging folder
 # recipe fields a resumed run may change without making its past inexact; any other change is refused
 RESUME_MAY_CHANGE = frozenset({
     "name", "description", "output_dir", "train.epochs", "train.checkpoint_steps",
@@ -513,8 +514,14 @@ def format_metrics(record: dict[str, Any]) -> str:
 
 
 def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """Write files into a temporary folder, then move each into ``out`` (a crash leaves the old ones)."""
-    tmp = out / ".tmp-write"
+    """Write files into a temporary folder, then move them into ``out`` as one set.
+
+    The folder is marked complete before the first move, so a crash between two moves leaves a
+    complete set that ``finish_interrupted_write`` (run when the folder is next locked) moves on:
+    ``out`` then holds all the new files or all the old ones, never a model of one epoch with the
+    predictions of another. An incomplete set is dropped.
+    """
+    tmp = out / WRITE_FOLDER
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -526,8 +533,20 @@ def write_atomically(out: Path, write: Callable[[Path], None]) -> None:
     for item in tmp.iterdir():
         if item.is_file():  # safetensors writes its file 0600: results are for sharing, as others' are
             item.chmod(mode)
-        os.replace(item, out / item.name)
-    tmp.rmdir()
+    (tmp / WRITE_COMPLETE).touch()
+    finish_interrupted_write(out)
+
+
+def finish_interrupted_write(out: Path) -> None:
+    """Move a complete ``write_atomically`` set into ``out``; drop an incomplete one."""
+    tmp = out / WRITE_FOLDER
+    if not tmp.is_dir():
+        return
+    if (tmp / WRITE_COMPLETE).exists():
+        for item in tmp.iterdir():
+            if item.name != WRITE_COMPLETE:
+                os.replace(item, out / item.name)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _file_mode() -> int:
@@ -660,6 +679,7 @@ def output_lock(out: Path):
                 "or choose another --output-dir.") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {shlex.join(sys.argv)}".encode(), 0)
+        finish_interrupted_write(out)  # a crash mid-write left a set half moved
         yield
     finally:
         os.close(fd)  # releases the lock

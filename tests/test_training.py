@@ -317,6 +317,45 @@ def test_an_incomplete_new_copy_is_not_taken_for_a_checkpoint(tiny_overrides, tm
     assert (root / ".tmp-step-00000002").is_dir()
 
 
+def test_killed_while_the_best_model_is_moved_the_next_run_finishes_the_move(tmp_path, monkeypatch):
+    """The best model and its predictions are one set: killed after moving the first file of a new
+    best into the result folder, the next run into that folder moves the rest before it starts, so
+    weights and eval_predictions.json belong to the same epoch."""
+    import hfkit.training
+    from hfkit.training import PREDICTIONS_FILE, WRITE_FOLDER
+
+    replace, moved = os.replace, []
+
+    def killed_after_one_move(src, dst):
+        if Path(src).parent.name == WRITE_FOLDER and moved:
+            raise KeyboardInterrupt("kill -9")
+        moved.append(Path(src).name)
+        return replace(src, dst)
+
+    new = {"model.safetensors": b"new weights", PREDICTIONS_FILE: b"[1, 2]", "config.json": b"{}"}
+    monkeypatch.setattr(hfkit.training.os, "replace", killed_after_one_move)
+    with pytest.raises(KeyboardInterrupt):
+        hfkit.training.write_atomically(tmp_path, lambda tmp: [(tmp / k).write_bytes(v)
+                                                               for k, v in new.items()])
+    monkeypatch.undo()
+    assert len(moved) == 1 and (tmp_path / WRITE_FOLDER).is_dir()  # half moved
+    with hfkit.training.output_lock(tmp_path):  # what the next finetune into the folder does first
+        pass
+    assert not (tmp_path / WRITE_FOLDER).exists()
+    assert {k: (tmp_path / k).read_bytes() for k in new} == new
+
+
+def test_an_incomplete_best_model_set_is_dropped(tmp_path):
+    from hfkit.training import WRITE_FOLDER, finish_interrupted_write
+
+    (tmp_path / "model.safetensors").write_bytes(b"old")
+    (tmp_path / WRITE_FOLDER).mkdir()
+    (tmp_path / WRITE_FOLDER / "model.safetensors").write_bytes(b"half written")  # killed in write()
+    finish_interrupted_write(tmp_path)
+    assert not (tmp_path / WRITE_FOLDER).exists()
+    assert (tmp_path / "model.safetensors").read_bytes() == b"old"
+
+
 # -- resuming with other settings ----------------------------------------------------------------
 
 def test_resume_with_settings_that_break_exactness_is_refused(tiny_overrides, tmp_path):
