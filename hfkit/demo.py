@@ -241,8 +241,9 @@ def generation_demo(model) -> gr.Blocks:
     from hfkit.models import position_limit
 
     name = str(model)
-    lm, _ = _load_causal_lm(name, None)  # loaded once now (generate_stream reuses it), errors at start-up
-    limit = position_limit(lm.config) if getattr(lm.config, "max_position_embeddings", None) else 2048
+    lm, tokenizer = _load_causal_lm(name, None)  # loaded once now (generate_stream reuses it): errors now
+    limit = position_limit(lm.config, tokenizer) if getattr(lm.config, "max_position_embeddings", None) \
+        else 2048
     most = max(1, min(512, limit - 1))
 
     def run(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed):

@@ -97,7 +97,8 @@ def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: 
     splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task, splits.label_names)
     # tokenizers without a limit report a huge model_max_length; BERT-style models stop at 512
-    max_length = _max_length(recipe.data.max_length, min(tokenizer.model_max_length or 512, 512), model)
+    max_length = _max_length(recipe.data.max_length, min(tokenizer.model_max_length or 512, 512), model,
+                             tokenizer)
     train_ds, eval_ds = tokenize_splits(splits, tokenizer, max_length)
     train_loader = make_text_loader(train_ds, tokenizer, t.batch_size, True, t.seed,
                                     recipe.data.group_by_length)
@@ -142,7 +143,7 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     started, t, d = time.perf_counter(), recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task)
-    max_length = _max_length(d.max_length, QA_MAX_LENGTH, model)
+    max_length = _max_length(d.max_length, QA_MAX_LENGTH, model, tokenizer)
     train_ds = train_features(splits.train, tokenizer, max_length, d.doc_stride)
     windows = eval_features(splits.eval, tokenizer, max_length, d.doc_stride)
     objective = ExtractiveQA(splits.eval, windows, recipe.eval.max_answer_length, recipe.eval.qa_scorer)
@@ -165,10 +166,10 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
     return finish(recipe, state, results, lambda out: nbest and write_predictions(nbest, out))
 
 
-def _max_length(requested: int | None, default: int, model) -> int:
+def _max_length(requested: int | None, default: int, model, tokenizer) -> int:
     from hfkit.models import clamp_max_length
 
-    max_length, note = clamp_max_length(requested, default, model.config)
+    max_length, note = clamp_max_length(requested, default, model.config, tokenizer)
     if note:
         process_state().print(note)
     return max_length

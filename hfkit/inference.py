@@ -147,7 +147,7 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
     enc = tokenizer(prompt, return_tensors="pt").to(model.device)
     n = enc["input_ids"].shape[1]
     if getattr(model.config, "max_position_embeddings", None):
-        limit = position_limit(model.config)
+        limit = position_limit(model.config, tokenizer)
         if n + max_new_tokens > limit:
             room = f"at most {limit - n} new tokens" if n < limit else "no new tokens"
             raise ValueError(f"the prompt is too long: it is {n} tokens and this model reads at most {limit} "
@@ -205,7 +205,7 @@ class QuestionAnswerer:
                                                                        dtype=PRECISIONS[precision])
         _check_qa_model(self.model.config, name_or_path)
         self.model.to(self.device).eval()
-        self.max_length = min(max_length, position_limit(self.model.config))
+        self.max_length = min(max_length, position_limit(self.model.config, self.tokenizer))
         self.doc_stride = doc_stride
 
     def __call__(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,

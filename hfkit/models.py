@@ -214,18 +214,19 @@ def text_model_saver(tokenizer):
     return save
 
 
-def position_limit(config) -> int:
-    """Longest input (tokens) a transformers model takes, from its position embeddings."""
-    limit = getattr(config, "max_position_embeddings", 512) or 512
-    # RoBERTa-style models reserve two positions for the padding offset
-    offset = getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert")
-    return limit - 2 if offset else limit
+def position_limit(config, tokenizer) -> int:
+    """Longest input (tokens) a transformers model takes: its tokenizer's ``model_max_length`` where
+    set (a RoBERTa's says 512 of its 514 positions, two going to its padding offset), else its
+    position embeddings. An unset limit reads as a huge number (transformers' VERY_LARGE_INTEGER)."""
+    limit = getattr(config, "max_position_embeddings", None) or 512
+    told = getattr(tokenizer, "model_max_length", None) or limit
+    return min(told, limit)
 
 
-def clamp_max_length(requested: int | None, default: int, config) -> tuple[int, str | None]:
+def clamp_max_length(requested: int | None, default: int, config, tokenizer) -> tuple[int, str | None]:
     """``data.max_length`` (else ``default``) cut to the model's position limit, and the note to print
     when the recipe asked for more: a longer text would crash the first forward pass that meets it."""
-    limit = position_limit(config)
+    limit = position_limit(config, tokenizer)
     wanted = requested or default
     if wanted <= limit:
         return wanted, None

@@ -245,3 +245,27 @@ def test_every_command_offline_without_the_model_says_how_to_download(argv, repo
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"hfkit download {repo} --to" in err and option in err and "Traceback" not in err
+
+
+def test_position_limit_is_the_tokenizers_where_it_knows_it(tiny_bert_dir):
+    """A RoBERTa has two positions more than it reads (its padding offset); its tokenizer says so.
+    The limit hfkit takes is one a real forward pass accepts, and the one past it crashes."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    from hfkit.models import clamp_max_length, position_limit
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=30)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                           pad_token_id=1)
+    model = RobertaForSequenceClassification(config).eval()
+    limit = position_limit(config, tokenizer)
+    assert limit == 30
+    model(input_ids=torch.full((1, limit), 5))  # the longest input it takes runs
+    with pytest.raises((IndexError, RuntimeError)):  # out of the position (or type) embeddings
+        model(input_ids=torch.full((1, limit + 1), 5))
+    assert clamp_max_length(64, 512, config, tokenizer)[0] == 30
+    # a tokenizer without a limit (transformers' huge placeholder): the position embeddings decide
+    unlimited = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=int(1e30))
+    assert position_limit(config, unlimited) == 32

@@ -187,7 +187,12 @@ class BatchAugment:
 
     def random_erase(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Cutout: with probability ``erase`` a square of ``erase_size`` pixels (default 1/4 of the
-        side) centred anywhere in the image is set to 0 (the mean)."""
+        side) centred anywhere in the image is set to 0 (the mean).
+
+        Not timm's RandomErasing: that loops over the batch in Python drawing from Python's
+        ``random`` (so a resumed run would not erase what the uninterrupted one did, and a GPU
+        waits for hundreds of small kernels a batch), and it erases random rectangles inside the
+        image, where Cutout's fixed square may cross the border."""
         n, _, h, w = x.shape
         side = self.erase_size or max(1, h // 4)
         cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
