@@ -10,11 +10,11 @@ to load it, online and offline.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from hfkit.offline import is_hub_id
 from hfkit.results import read_result
 
 DEFAULT_LICENSE = "apache-2.0"
@@ -32,8 +32,6 @@ PLOTS = {"training_curves.png": "Training curves (train against eval, per epoch)
 # uploads any other README.md as it is, so deleting the line keeps one's own edits.
 GENERATED_MARK = ("<!-- Written by `hfkit push` from recipe.yaml and all_results.json, and written again "
                   "on every push: delete this line to keep your own edits. -->")
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".txt", ".parquet", ".arrow", ".zip", ".tar", ".gz")
 MANY_LABELS = 10  # more labels than this are counted, not listed
 
 
@@ -313,11 +311,7 @@ def _offline(info: _FolderInfo) -> str:
 
 def _hub_id(name: Any) -> str | None:
     """``name`` if it is an ``org/name`` Hub repo id rather than a URL, a file or a local folder."""
-    if not isinstance(name, str) or not HUB_ID.fullmatch(name) or name.lower().endswith(FILE_SUFFIXES):
-        return None
-    if name.startswith(".") or Path(name).expanduser().exists():
-        return None
-    return name
+    return name if isinstance(name, str) and is_hub_id(name) else None
 
 
 def _short_name(path: Any) -> str | None:

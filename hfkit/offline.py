@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TRUE = ("1", "ON", "YES", "TRUE")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".txt", ".parquet", ".arrow", ".zip", ".tar", ".gz")
 
 
 def offline_mode() -> bool:
@@ -64,9 +66,9 @@ def go_offline_if_unreachable() -> bool:
 
 def is_hub_id(name: str) -> bool:
     """``org/name`` (or ``hf-hub:org/name``) that is not a local path: ``runs/nope`` is a path
-    when a folder ``runs`` is here."""
+    when a folder ``runs`` is here, ``data/train.json`` a file name."""
     name = name.removeprefix("hf-hub:")
-    return (name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    return (bool(HUB_ID.fullmatch(name)) and not name.lower().endswith(FILE_SUFFIXES)
             and not Path(name).expanduser().exists() and not Path(name.split("/")[0]).is_dir())
 
 
