@@ -1,4 +1,5 @@
-"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, demo."""
+"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, serve,
+demo."""
 
 from __future__ import annotations
 
@@ -228,6 +229,8 @@ EXAMPLES = {
                  "hfkit download stanfordnlp/imdb --repo-type dataset --to ./data/imdb"],
     "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
              "hfkit push runs/ants --repo-id alice/resnet18-ants-bees --private"],
+    "serve": ["hfkit serve runs/ants --port 8000",
+              "curl -F image=@ant.jpg http://127.0.0.1:8000/predict"],
     "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
 }
 
@@ -325,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "<run_dir>/push-preview); contact no server")
     p.set_defaults(func=push_command)
     from hfkit.demo import add_demo_parser  # light: gradio loads only when a demo starts
+    from hfkit.serve import add_serve_parser  # light: fastapi loads only when a server starts
 
+    add_serve_parser(sub)
     add_demo_parser(sub)
     _with_examples(sub)
     return parser
