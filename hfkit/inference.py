@@ -177,6 +177,9 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
 def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if is_export(name_or_path):
+        raise ValueError(f"'{name_or_path}' is an ONNX export, which hfkit does not generate with yet: "
+                         "use the result folder it came from")
     device = default_device(device)
     with loading_weights(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -316,13 +319,18 @@ def answer(question: str | Sequence[str], context: str | Sequence[str],
     return results[0] if single else results
 
 
-@functools.lru_cache(maxsize=2)
-def _load_answerer(name_or_path: str, device: str | None, precision: str, max_length: int,
-                   doc_stride: int) -> QuestionAnswerer:
-    if is_export(name_or_path):  # an ONNX export folder: answered by onnxruntime, same windows and spans
-        return read_result(name_or_path).predictor()(name_or_path, precision=precision,
+def load_answerer(name_or_path: str, device: str | None = None, precision: str = "fp32",
+                  max_length: int = QA_DEFAULTS["max_length"],
+                  doc_stride: int = QA_DEFAULTS["doc_stride"]) -> QuestionAnswerer:
+    """The :class:`QuestionAnswerer` of a folder or Hub id; onnxruntime's for an ONNX export folder
+    (same windows, spans and answers)."""
+    if is_export(name_or_path):
+        return read_result(name_or_path).predictor()(name_or_path, device, precision=precision,
                                                      max_length=max_length, doc_stride=doc_stride)
     return QuestionAnswerer(name_or_path, device, precision, max_length, doc_stride)
+
+
+_load_answerer = functools.lru_cache(maxsize=2)(load_answerer)  # answer() loads each model once
 
 
 def _check_qa_folder(path: str) -> None:
