@@ -246,7 +246,7 @@ class TaskExport:
     def write_preprocessing(self, out: Path) -> None:
         raise NotImplementedError
 
-    def quantize(self, fp32: Path, int8: Path, examples: tuple[list, list[str]] | None) -> list[str]:
+    def quantize(self, fp32: Path, int8: Path, examples: tuple[list, list[int]] | None) -> list[str]:
         """int8 weights, activations quantised at run time; returns notes for the report."""
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -254,8 +254,9 @@ class TaskExport:
             quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
         return []
 
-    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[str]] | None:
-        """(inputs, true label names) of the eval split, or None when there is none to read."""
+    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[int]] | None:
+        """(inputs, true class indices) of the eval split, or None when there is none to read. Indices,
+        not names: a model folder's labels may be LABEL_0, ... where the data says neg, pos."""
         return None
 
     def predictor(self, out: Path, file: str):
@@ -303,7 +304,7 @@ class ImageExport(TaskExport):
         save_config_for_hf(self.module, str(out / "config.json"),
                            model_config={"label_names": self.torch_predictor.labels})
 
-    def quantize(self, fp32: Path, int8: Path, examples: tuple[list, list[str]] | None) -> list[str]:
+    def quantize(self, fp32: Path, int8: Path, examples: tuple[list, list[int]] | None) -> list[str]:
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
         load, transform = self.torch_predictor.load, self.torch_predictor.transform
@@ -327,7 +328,7 @@ class ImageExport(TaskExport):
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         return [note]
 
-    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[str]] | None:
+    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[int]] | None:
         import datasets
 
         from hfkit.data.images import load_image_splits
@@ -337,7 +338,7 @@ class ImageExport(TaskExport):
             return None
         entries = splits.eval.cast_column(splits.image_column, datasets.Image(decode=False))
         inputs = [e["bytes"] or e["path"] for e in entries[splits.image_column]]
-        return inputs, [splits.label_names[y] for y in entries[splits.label_column]]
+        return inputs, list(entries[splits.label_column])
 
 
 class _Named(torch.nn.Module):
@@ -390,13 +391,13 @@ class TextExport(_TextExport):
         self.setup(self.torch_predictor.model, self.torch_predictor.tokenizer)
         super().__init__(found)
 
-    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[str]] | None:
+    def eval_examples(self, data_path: str | None, limit: int) -> tuple[list, list[int]] | None:
         from hfkit.data.text import load_text_classification
 
         splits = _eval_splits(self.found, data_path, limit, load_text_classification)
         if splits is None:
             return None
-        return list(splits.eval["text"]), [splits.label_names[y] for y in splits.eval["label"]]
+        return list(splits.eval["text"]), list(splits.eval["label"])
 
 
 class QAExport(_TextExport):
@@ -442,7 +443,7 @@ def _eval_splits(found: ResultFolder, data_path: str | None, limit: int, load):
 
 
 def _eval_examples(job: TaskExport, report: ExportReport, data_path: str | None,
-                   limit: int) -> tuple[list, list[str]] | None:
+                   limit: int) -> tuple[list, list[int]] | None:
     """(inputs, true labels) of the eval split; None, with a note saying why, when there are none."""
     examples = job.eval_examples(data_path, limit) if job.found.task.labels else None
     if examples is None:
@@ -453,12 +454,12 @@ def _eval_examples(job: TaskExport, report: ExportReport, data_path: str | None,
     return examples
 
 
-def _add_accuracies(job: TaskExport, out: Path, report: ExportReport, inputs: list, truth: list[str]) -> None:
+def _add_accuracies(job: TaskExport, out: Path, report: ExportReport, inputs: list, truth: list[int]) -> None:
     """Top-1 accuracy of PyTorch and each ONNX file on the eval split, through the predictors."""
     report.eval_samples = len(inputs)
     for check in report.checks:
         predictor = job.torch_predictor if check.file == job.weights_file else job.predictor(out, check.file)
-        predicted = [ranked[0][0] for i in range(0, len(inputs), 32)
+        predicted = [predictor.labels.index(ranked[0][0]) for i in range(0, len(inputs), 32)
                      for ranked in predictor.predict(inputs[i:i + 32], top_k=1)]
         check.accuracy = float(np.mean([p == t for p, t in zip(predicted, truth)]))
 
