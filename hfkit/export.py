@@ -132,6 +132,8 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
         raise ValueError(f"'{run_dir}' is already an ONNX export; export the result folder it came from")
     if not found.task.exporter:
         raise ValueError(f"hfkit cannot export {found.task.name} models to ONNX yet")
+    if out_dir is None and not Path(run_dir).expanduser().is_dir():
+        raise ValueError(f"'{run_dir}' is not a local folder: say where the export goes (out_dir, --out)")
     out = Path(out_dir).expanduser() if out_dir else Path(run_dir).expanduser() / "onnx"
     out.mkdir(parents=True, exist_ok=True)
     job: TaskExport = found.task.load("exporter")(found)
@@ -528,8 +530,9 @@ class OnnxImageClassifier(ImageClassifier):
         from timm.models._hub import load_model_config_from_path
 
         self.device = _cpu(device)
-        pretrained_cfg, _, model_args = load_model_config_from_path(folder)
-        num_classes = model_args.get("num_classes") or read_result(folder).config.get("num_classes")
+        # timm's own parse of config.json: the pretrained_cfg timm.create_model gives the PyTorch model
+        pretrained_cfg, _, _ = load_model_config_from_path(folder)
+        num_classes = read_result(folder).config["num_classes"]
         self.use(_ImageSession(OnnxModel(Path(folder) / file), pretrained_cfg, num_classes))
 
 
