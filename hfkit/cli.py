@@ -1,5 +1,5 @@
-"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, serve,
-demo."""
+"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, export,
+serve, demo."""
 
 from __future__ import annotations
 
@@ -81,22 +81,22 @@ def show_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
-    from hfkit.inference import ImageClassifier, TextClassifier
     from hfkit.results import read_result
 
-    task = read_result(args.model).task
+    found = read_result(args.model)
+    task = found.task
     if not task.command.startswith("predict"):  # a QA or language model would get a random head
         raise ValueError(f"'{args.model}' is a {task.name} model, which hfkit predict does not serve: "
                          f"use hfkit {task.command.format(args.model)}")
     if task.family == "transformers":  # inputs are texts
-        classifier = TextClassifier(args.model)
+        classifier = found.predictor()(args.model)  # PyTorch, or onnxruntime for an export folder
         for text, ranked in zip(args.inputs, classifier.predict(args.inputs, top_k=args.top_k)):
             print(text)
             _print_ranked(ranked)
         return 0
     from hfkit.data.images import UNREADABLE
 
-    classifier = ImageClassifier(args.model)
+    classifier = found.predictor()(args.model)
     unreadable = 0
     for path in args.inputs:  # one bad file does not stop the others
         try:
@@ -203,6 +203,30 @@ def push_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.export import export
+
+    report = export(args.run_dir, out_dir=args.out, quantize=args.quantize, eval_data=args.eval_data,
+                    max_eval_samples=args.max_eval_samples)
+    print(report.table())
+    return 0
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a result folder to ONNX, checked against PyTorch (+ int8)")
+    p.add_argument("run_dir", help="result folder, e.g. runs/ants")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default onnx)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="also write model.int8.onnx and report its agreement, size and accuracy")
+    p.add_argument("--out", help="export folder (default <run_dir>/onnx)")
+    p.add_argument("--eval-data", metavar="PATH",
+                   help="data to measure accuracy on (default with --quantize: the recipe's data, if here)")
+    p.add_argument("--max-eval-samples", type=POSITIVE, default=200,
+                   help="eval examples the accuracies use at most (default 200)")
+    p.set_defaults(func=export_command)
+
+
 def _add_qa_arguments(p: argparse.ArgumentParser) -> None:
     # defaults None: a result folder's recipe.yaml supplies what training used, else QA_DEFAULTS
     p.add_argument("--max-answer-length", type=POSITIVE, help="longest answer, in tokens (default 30)")
@@ -221,7 +245,8 @@ EXAMPLES = {
     "recipes": ["hfkit recipes", "hfkit recipes --show cifar10 --set train.lr=0.2"],
     "show": ["hfkit show runs/ants"],
     "predict": ["hfkit predict --model runs/ants bee.jpg ant.jpg --top-k 2",
-                'hfkit predict --model runs/imdb "A wonderful film."'],
+                'hfkit predict --model runs/imdb "A wonderful film."',
+                "hfkit predict --model runs/ants/onnx bee.jpg  # an export folder: onnxruntime"],
     "generate": ['hfkit generate --model runs/gpt2 --prompt "Once upon a time" --temperature 0.8 --seed 0'],
     "qa": ['hfkit qa --model runs/cmrc2018 --question "谁是人工智能之父？" --context-file page.txt'],
     "evaluate": ["hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json"],
@@ -230,8 +255,10 @@ EXAMPLES = {
     "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
              "hfkit push runs/ants --repo-id alice/resnet18-ants-bees --private"],
     "serve": ["hfkit serve runs/ants --port 8000",
-              "curl -F image=@ant.jpg http://127.0.0.1:8000/predict"],
+              "hfkit serve runs/ants/onnx --max-batch 64"],
     "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
+    "export": ["hfkit export runs/ants --format onnx", "hfkit export runs/imdb --format onnx --quantize int8",
+               "hfkit export runs/ants --quantize int8 --eval-data ./hymenoptera_data --out ./ants-onnx"],
 }
 
 
@@ -332,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
     add_demo_parser(sub)
+    add_export_parser(sub)
     _with_examples(sub)
     return parser
 

@@ -24,7 +24,7 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
     nbest_predictions.json and eval_results.json into ``output_dir``. Spans rank by their logit
     sums across windows, as in transformers' ``run_qa.py``, so the numbers compare with its own."""
     from hfkit.data.qa import load_qa_data
-    from hfkit.inference import QuestionAnswerer
+    from hfkit.inference import load_answerer
     from hfkit.objectives import ExtractiveQA, metric, qa_scorer
 
     splits = load_qa_data(data)
@@ -32,7 +32,7 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
     ds = splits[name]
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
-    qa = QuestionAnswerer(model, precision=precision, max_length=max_length, doc_stride=doc_stride)
+    qa = load_answerer(model, precision=precision, max_length=max_length, doc_stride=doc_stride)
     questions, contexts = list(ds["question"]), list(ds["context"])
     started, nbest = time.perf_counter(), []
     with tqdm(total=len(ds), desc="answering", unit="q") as bar:

@@ -18,7 +18,7 @@ from hfkit.devices import default_device
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.offline import is_hub_id, loading_weights
 from hfkit.qa import top_spans
-from hfkit.results import QA_DEFAULTS
+from hfkit.results import QA_DEFAULTS, is_export, read_result
 
 
 class ImageClassifier:
@@ -26,12 +26,17 @@ class ImageClassifier:
 
     def __init__(self, name_or_path: str, device: str | None = None) -> None:
         self.device = default_device(device)
-        self.model = load_image_model(name_or_path).to(self.device)
-        self.transform = image_transforms(self.model, is_training=False)
-        if uses_tensor_pipeline(self.model):  # trained in memory: evaluation's own batch transform
-            self.transform = _tensor_eval_transform(batch_augment(self.model))
-        self.min_size = decode_size(self.model)
-        self.labels = label_names(self.model)
+        self.use(load_image_model(name_or_path).to(self.device))
+
+    def use(self, model) -> None:
+        """Serve ``model`` with the preprocessing its ``pretrained_cfg`` asks for; any callable
+        from a batch to logits with a ``pretrained_cfg`` will do (an ONNX session, in hfkit.export)."""
+        self.model = model
+        self.transform = image_transforms(model, is_training=False)
+        if uses_tensor_pipeline(model):  # trained in memory: evaluation's own batch transform
+            self.transform = _tensor_eval_transform(batch_augment(model))
+        self.min_size = decode_size(model)
+        self.labels = label_names(model)
 
     def load(self, image: str | os.PathLike | bytes | PIL.Image.Image) -> PIL.Image.Image:
         """Decode exactly as the evaluation set was decoded during training."""
@@ -68,7 +73,7 @@ class TextClassifier:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
         self.model.to(self.device).eval()
-        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.labels = class_names(self.model.config)
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
@@ -79,6 +84,11 @@ class TextClassifier:
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]
                 for idx, sc in zip(indices, scores)]
+
+
+def class_names(config) -> list[str]:
+    """A transformers classifier's labels in index order, from its config's ``id2label``."""
+    return [config.id2label[i] for i in range(config.num_labels)]
 
 
 def generate(name_or_path: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0,
@@ -167,6 +177,9 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
 def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if is_export(name_or_path):
+        raise ValueError(f"'{name_or_path}' is an ONNX export, which hfkit does not generate with yet: "
+                         "use the result folder it came from")
     device = default_device(device)
     with loading_weights(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -203,9 +216,14 @@ class QuestionAnswerer:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForQuestionAnswering.from_pretrained(name_or_path,
                                                                        dtype=PRECISIONS[precision])
-        _check_qa_model(self.model.config, name_or_path)
-        self.model.to(self.device).eval()
-        self.max_length = min(max_length, position_limit(self.model.config, self.tokenizer))
+        self.use(self.model.to(self.device).eval(), name_or_path, max_length, doc_stride)
+
+    def use(self, model, name: str, max_length: int, doc_stride: int) -> None:
+        """Answer with ``model``: a QA model, or any callable taking its inputs by name that returns
+        ``start_logits``/``end_logits`` and has its ``config`` (an ONNX session, in hfkit.export)."""
+        _check_qa_model(model.config, name)
+        self.model = model
+        self.max_length = min(max_length, position_limit(model.config, self.tokenizer))
         self.doc_stride = doc_stride
 
     def __call__(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
@@ -301,10 +319,18 @@ def answer(question: str | Sequence[str], context: str | Sequence[str],
     return results[0] if single else results
 
 
-@functools.lru_cache(maxsize=2)
-def _load_answerer(name_or_path: str, device: str | None, precision: str, max_length: int,
-                   doc_stride: int) -> QuestionAnswerer:
+def load_answerer(name_or_path: str, device: str | None = None, precision: str = "fp32",
+                  max_length: int = QA_DEFAULTS["max_length"],
+                  doc_stride: int = QA_DEFAULTS["doc_stride"]) -> QuestionAnswerer:
+    """The :class:`QuestionAnswerer` of a folder or Hub id; onnxruntime's for an ONNX export folder
+    (same windows, spans and answers)."""
+    if is_export(name_or_path):
+        return read_result(name_or_path).predictor()(name_or_path, device, precision=precision,
+                                                     max_length=max_length, doc_stride=doc_stride)
     return QuestionAnswerer(name_or_path, device, precision, max_length, doc_stride)
+
+
+_load_answerer = functools.lru_cache(maxsize=2)(load_answerer)  # answer() loads each model once
 
 
 def _check_qa_folder(path: str) -> None:

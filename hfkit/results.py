@@ -20,6 +20,7 @@ from hfkit import tasks
 from hfkit.offline import is_hub_id, loading_weights
 from hfkit.recipes import QA_MAX_LENGTH, DataArgs, EvalArgs
 
+ONNX_FILE = "model.onnx"  # the model of an export folder, beside its config.json and preprocessing
 # how answering windows and spans when neither the user nor a QA result folder says: as training
 QA_DEFAULTS = {"max_answer_length": EvalArgs.max_answer_length, "doc_stride": DataArgs.doc_stride,
                "max_length": QA_MAX_LENGTH}
@@ -31,6 +32,7 @@ class ResultFolder:
     config: dict[str, Any]
     recipe: dict[str, Any] = field(default_factory=dict)  # recipe.yaml as saved ({} if none)
     results: dict[str, Any] = field(default_factory=dict)  # all_results.json ({} if none)
+    onnx: bool = False  # an export folder (hfkit export): model.onnx is the model, run by onnxruntime
 
     @property
     def family(self) -> str:
@@ -63,6 +65,16 @@ class ResultFolder:
         names = [str(id2label[k]) for k in sorted(id2label, key=int)]
         return [] if all(re.fullmatch(r"LABEL_\d+", n) for n in names) else names
 
+    def predictor(self):
+        """The class that serves this folder: the task's PyTorch predictor, or its onnxruntime one
+        for an export folder."""
+        if not self.onnx:
+            return self.task.load("predictor")
+        if not self.task.onnx_predictor:
+            raise ValueError(f"'{self.source}' is an ONNX export of a {self.task.name} model, which hfkit "
+                             "does not run with onnxruntime yet: use the result folder it came from")
+        return self.task.load("onnx_predictor")
+
     def section(self, name: str) -> dict[str, Any]:
         """One section of the saved recipe (``data``, ``train``, ...), {} if absent."""
         return self.recipe.get(name) or {}
@@ -84,7 +96,8 @@ def describe_result(name_or_path: str) -> str:
     found = read_result(name_or_path)
     task, recipe = found.task, found.recipe
     labels = found.labels
-    lines = [f"{name_or_path}: {task.name} ({found.family} {found.architecture})"
+    lines = [f"{name_or_path}: {task.name} ({found.family} {found.architecture}"
+             + (", ONNX export)" if found.onnx else ")")
              + (f", {len(labels)} classes: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}"
                 if labels else "")]
     if recipe:
@@ -117,10 +130,15 @@ def read_result(name_or_path: str) -> ResultFolder:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"'{name_or_path}' has no config.json: is it a result or model folder?")
         return ResultFolder(name_or_path, _json(folder / "config.json"), _yaml(folder / "recipe.yaml"),
-                            _json(folder / "all_results.json"))
+                            _json(folder / "all_results.json"), onnx=is_export(name_or_path))
     if folder.exists() or not is_hub_id(name_or_path):
         raise FileNotFoundError(f"no model folder '{name_or_path}' (looked in {Path.cwd()})")
     return _read_hub(name_or_path.removeprefix("hf-hub:"))
+
+
+def is_export(name_or_path: str) -> bool:
+    """Whether a local folder is an ONNX export (``hfkit export``): it holds ``model.onnx``."""
+    return (Path(name_or_path).expanduser() / ONNX_FILE).is_file()
 
 
 @functools.lru_cache(maxsize=8)

@@ -130,7 +130,7 @@ def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = M
 def _classify(folder: ResultFolder, model: str, max_batch: int):
     from fastapi import Body, File, Query, UploadFile
 
-    predictor = folder.task.load("predictor")(model)
+    predictor = folder.predictor()(model)  # onnxruntime for an export folder
     images = folder.family == "timm"
 
     def run(items: list[tuple[Any, int]]) -> list:
@@ -179,8 +179,7 @@ def _answer_questions(folder: ResultFolder, model: str, max_batch: int):
     from fastapi import Body
 
     settings = folder.qa_settings()
-    answerer = folder.task.load("predictor")(model, max_length=settings["max_length"],
-                                             doc_stride=settings["doc_stride"])
+    answerer = folder.predictor()(model, max_length=settings["max_length"], doc_stride=settings["doc_stride"])
 
     def run(items: list[tuple[str, str, int]]) -> list:
         questions, contexts, ks = zip(*items)
@@ -207,6 +206,7 @@ def _generate(folder: ResultFolder, model: str, max_batch: int):
 
     from hfkit.inference import _load_causal_lm, generate_stream
 
+    folder.predictor()  # an export folder cannot generate yet: says so
     _load_causal_lm(model, None)  # now, so a broken folder fails at start-up; generate_stream reuses it
 
     async def generate(prompt: Annotated[str, Body(description="the text to continue")],
@@ -293,7 +293,7 @@ def add_serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve a model as a REST API (POST /predict, /qa or /generate)",
                        description="Serve a result folder or Hub model over HTTP: the endpoint its task "
                        "uses, GET /health, and the API page at /docs. Requests arriving together run "
-                       "as one batch.")
+                       "as one batch. Try it: curl -F image=@ant.jpg http://127.0.0.1:8000/predict")
     p.add_argument("model", help="result folder (runs/ants), model folder or Hub id")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "

@@ -47,9 +47,11 @@ class Task:
     architectures: tuple[str, ...] = ()  # suffixes of config.json "architectures" of its models
     does: str = ""  # the card's words after the model: " that continues a text"
     labels: bool = True  # whether its models have class labels
+    exporter: str = ""  # module:class that exports its models to ONNX ("": not exportable)
+    onnx_predictor: str = ""  # module:class that serves an export of it with onnxruntime
 
-    def load(self, what: Literal["runner", "predictor"]):
-        """The function or class named by ``runner``/``predictor``, imported now."""
+    def load(self, what: Literal["runner", "predictor", "exporter", "onnx_predictor"]):
+        """The function or class named by ``runner``/``predictor``/..., imported now."""
         module, _, attribute = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), attribute)
 
@@ -90,6 +92,7 @@ register(Task(
     runner="hfkit.finetune:finetune_image_classification", predictor="hfkit.inference:ImageClassifier",
     command="predict --model {} image.jpg", demo="image", curve_metric="accuracy",
     architectures=("ForImageClassification",),
+    exporter="hfkit.export:ImageExport", onnx_predictor="hfkit.export:OnnxImageClassifier",
     fields=frozenset({"model.channels_last", "data.image_column", "data.label_column", "data.image_size",
                       "data.num_workers",
                       "data.cache_images", "data.hflip", "data.color_jitter", "data.auto_augment",
@@ -102,6 +105,7 @@ register(Task(
     runner="hfkit.finetune:finetune_text_classification", predictor="hfkit.inference:TextClassifier",
     command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
     auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
+    exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
     fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.label_column", "data.max_length",
                           "data.group_by_length", "train.label_smoothing", "train.strategy",
                           "train.unfreeze_after_epochs"}))
@@ -111,6 +115,7 @@ register(Task(
     runner="hfkit.finetune:finetune_causal_lm", predictor="hfkit.inference:generate",
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
+    exporter="hfkit.export:CausalLMExport",  # logits only: no onnxruntime generation yet
     fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.block_size"}))
 register(Task(
     name="question-answering", family="transformers", pipeline_tag="question-answering",
@@ -119,5 +124,6 @@ register(Task(
     runner="hfkit.finetune:finetune_question_answering", predictor="hfkit.inference:QuestionAnswerer",
     command='qa --model {} --question "..." --context "..."', demo="qa", curve_metric="f1",
     auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
+    exporter="hfkit.export:QAExport", onnx_predictor="hfkit.export:OnnxQuestionAnswerer",
     fields=TEXT_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",
                           "eval.max_answer_length", "eval.qa_scorer"}))

@@ -198,3 +198,23 @@ def test_serve_binds_loopback_unless_told(monkeypatch, image_run):
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: bound.update(host=host, port=port))
     assert args.func(args) == 0
     assert bound == {"host": "127.0.0.1", "port": 8000}
+
+
+def test_an_export_folder_is_served_with_onnxruntime(image_run, pictures, tmp_path):
+    from hfkit.export import export
+
+    folder = tmp_path / "onnx"
+    export(str(image_run), out_dir=str(folder))
+    server = Server(folder)
+    try:
+        reply = httpx.post(f"{server.url}/predict", files=_files(pictures["ant"], pictures["bee"]))
+        assert reply.status_code == 200, reply.text
+        onnx = reply.json()["predictions"]
+    finally:
+        server.stop()
+    from hfkit.inference import ImageClassifier
+
+    expected = ImageClassifier(str(image_run)).predict([pictures["ant"], pictures["bee"]])
+    assert [[p["label"] for p in r] for r in onnx] == [[label for label, _ in r] for r in expected]
+    for r, e in zip(onnx, expected):
+        assert [p["score"] for p in r] == pytest.approx([s for _, s in e], abs=1e-4)

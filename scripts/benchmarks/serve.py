@@ -1,0 +1,132 @@
+"""Load test of `hfkit serve` as users start it: batched serving against one request at a time.
+
+Starts ``hfkit serve RUN --port P`` as a process (the README's command) twice in the same run, once
+as it comes (requests arriving together batched, ``--max-batch 32``) and once with
+``--max-batch 1`` (one forward pass per request, what a plain FastAPI endpoint does), and sends
+each the same bounded load: ``--requests`` POST /predict of real hymenoptera JPEGs from
+``--clients`` concurrent clients over loopback. Prints requests/s, p50/p95/p99 latency and errors.
+
+    python scripts/benchmarks/serve.py                       # trains a small result folder first
+    python scripts/benchmarks/serve.py --model runs/ants --requests 2000 --clients 16
+
+The clients run on the same machine as the server (on a 2-core machine they take a share of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, clean_env, machine_line, run_recipe  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "hymenoptera_data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    hfkit = Path(sys.executable).with_name("hfkit")
+    server = subprocess.Popen([str(hfkit), "serve", str(model), "--port", str(port), "--max-batch",
+                               str(max_batch)], cwd=REPO, env=clean_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"hfkit serve exited: {server.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("hfkit serve did not answer /health within 120 s")
+
+
+def load(url: str, images: list[bytes], requests: int, clients: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+
+    def client(share: range) -> None:
+        nonlocal errors
+        with httpx.Client(timeout=120) as http:
+            for i in share:
+                start = time.perf_counter()
+                try:
+                    ok = http.post(f"{url}/predict", files=[("image", ("x.jpg", images[i % len(images)]))]
+                                   ).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - start)
+                errors += not ok
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, [range(c, requests, clients) for c in range(clients)]))
+    wall = time.perf_counter() - start
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+    return {"rps": requests / wall, "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "errors": errors,
+            "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="a hymenoptera result folder (default: train one now)")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--data", type=Path, default=DATA, help="hymenoptera_data (its val/ images are sent)")
+    args = parser.parse_args()
+    images = [p.read_bytes() for p in sorted((args.data / "val").glob("*/*.jpg"))[:64]]
+    if not images:
+        sys.exit(f"no images under {args.data / 'val'}")
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        model = args.model
+        if model is None:  # the model's accuracy does not matter here, its size and input do
+            model = Path(tmp) / "run"
+            run_recipe("hymenoptera", [f"data.path={args.data}", "model.pretrained=false", "train.epochs=1",
+                                       "data.max_train_samples=16", "data.max_eval_samples=8",
+                                       "eval.num_preview_images=0"], out=model)
+        rows = {}
+        for name, max_batch in (("hfkit serve (batched, --max-batch 32)", 32),
+                                ("one request per forward pass (--max-batch 1)", 1)):
+            server, url = start_server(model, max_batch)
+            try:
+                load(url, images, 2 * args.clients, args.clients)  # warm-up
+                rows[name] = load(url, images, args.requests, args.clients)
+            finally:
+                server.terminate()
+                server.wait(30)
+    print(f"\n{machine_line()}")
+    print(f"{args.requests} POST /predict (ResNet-18, 224 px, real JPEGs) from {args.clients} clients "
+          "on loopback\n")
+    print("| server | requests/s | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} "
+              f"| {r['errors']} |")
+    batched, single = rows.values()
+    print(f"\nbatching: {batched['rps'] / single['rps']:.2f}x the requests/s of one at a time")
+
+
+if __name__ == "__main__":
+    main()
