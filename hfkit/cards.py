@@ -139,7 +139,10 @@ def _body(info: _FolderInfo) -> str:
         parts.append(_training(info))
     if info.metric_rows():
         parts.append(_results(info))
-    parts += [_how_to_load(info), _offline(info)]
+    parts.append(_how_to_load(info))
+    if (info.folder / "onnx" / "model.onnx").is_file():
+        parts.append(_onnx(info))
+    parts.append(_offline(info))
     return "\n".join(parts)
 
 
@@ -290,6 +293,39 @@ def _how_to_load(info: _FolderInfo) -> str:
                   "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
     return (f"## How to use\n\nWith [transformers](https://huggingface.co/docs/transformers):\n\n"
             f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
+
+
+def _onnx(info: _FolderInfo) -> str:
+    """How to run the ``onnx/`` export (``hfkit export``) that the push carried, with onnxruntime."""
+    local = f"./models/{info.name}"
+    has_int8 = (info.folder / "onnx" / "model.int8.onnx").is_file()
+    int8 = " and `onnx/model.int8.onnx` (int8)" if has_int8 else ""
+    if info.timm:  # the preprocessing of training, from onnx/config.json as timm reads it
+        feed = ("from PIL import Image\nfrom timm.data import create_transform, resolve_data_config\n"
+                "from timm.models._hub import load_model_config_from_path\n\n"
+                "cfg, _, _ = load_model_config_from_path(folder)\n"
+                "transform = create_transform(**resolve_data_config(pretrained_cfg=cfg))\n"
+                'inputs = {"pixel_values": transform(Image.open("image.jpg").convert("RGB"))[None].numpy()}\n'
+                "logits = session.run(None, inputs)[0]\n"
+                'print(cfg["label_names"][int(logits[0].argmax())])')
+    else:
+        text = {"question-answering": '"Who lives in Paris?", "Alice lives in Paris."'}.get(
+            info.task.name, '"A text to classify."')
+        out = {"question-answering": "start_logits, end_logits = session.run(None, inputs)",
+               "causal-lm": "logits = session.run(None, inputs)[0]  # next-token logits at each position"
+               }.get(info.task.name, "logits = session.run(None, inputs)[0]\n"
+                                     "print(AutoConfig.from_pretrained(folder).id2label[int(logits[0].argmax())])")
+        feed = ("from transformers import AutoConfig, AutoTokenizer\n\n"
+                f'enc = AutoTokenizer.from_pretrained(folder)({text}, return_tensors="np")\n'
+                f"inputs = {{i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}}\n{out}")
+    python = ("import numpy as np\nimport onnxruntime as ort\n\n"
+              f'folder = "{local}/onnx"  # hfkit download {info.repo_id} --to {local} --include "onnx/*"\n'
+              'session = ort.InferenceSession(f"{folder}/model.onnx", providers=["CPUExecutionProvider"])\n'
+              + feed)
+    return (f"## ONNX\n\n`onnx/model.onnx`{int8} is this model exported by `hfkit export`, checked "
+            "against PyTorch on export (see `onnx/export.json`), with its preprocessing and labels beside "
+            f"it. With [onnxruntime](https://onnxruntime.ai) alone:\n\n```python\n{python}\n```\n\n"
+            f"With hfkit: `hfkit {info.task.command.format(local + '/onnx')}`.\n")
 
 
 def _offline(info: _FolderInfo) -> str:

@@ -7,6 +7,7 @@ import glob
 import importlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +24,14 @@ from hfkit.offline import behind_proxy, hub_reachable, offline_mode, offline_wei
 # eval_predictions.json
 # (answers to every evaluation question: megabytes that loading and the card do not need, holding text
 # of the evaluation data, whose license is not the model's).
-PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "*.jinja", "README.md"]
+PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model", "*.jinja", "README.md",
+                 "*.onnx", "*.onnx.data"]
 PICKLES = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
-PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json", "eval_predictions.json"]
+PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json", "eval_predictions.json",
+                "*.unchecked.onnx"]  # an export whose parity check did not pass
+# `hfkit export`'s folder inside a result folder goes up as that subfolder (the Hub's place for ONNX
+# copies, which transformers.js and optimum read)
+EXPORT_FOLDER = "onnx"
 # A folder without safetensors weights but with this pickle (a transformers or timm model saved the old
 # way) gets it converted to model.safetensors in what is uploaded; the folder itself is left as it is.
 CONVERTED_PICKLE = "pytorch_model.bin"
@@ -40,18 +46,28 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
     """
     from huggingface_hub.utils import filter_repo_objects
 
+    from hfkit.results import ONNX_FILE
+
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"no result folder {folder}")
     entries = sorted(folder.iterdir())
     files = [p.name for p in entries if p.is_file()]
-    picked = list(filter_repo_objects(files, allow_patterns=PUSH_PATTERNS, ignore_patterns=PUSH_EXCLUDE))
+    picked = _shareable(files)
     # hidden entries (the run's lock file, .cache/) go unmentioned: nobody expects them uploaded
     left_out = [n for n in files if n not in picked and not n.startswith(".")] + [
         p.name + "/" for p in entries if p.is_dir() and not p.name.startswith(".")]
+    export = folder / EXPORT_FOLDER
+    if (export / ONNX_FILE).is_file():
+        inside = [p.name for p in export.iterdir() if p.is_file()]
+        picked += [f"{EXPORT_FOLDER}/{n}" for n in _shareable(inside)]
+        left_out.remove(f"{EXPORT_FOLDER}/")
     if "config.json" not in picked:
         raise FileNotFoundError(f"{folder} is not a model folder: it has no config.json (a result folder of "
                                 "`hfkit finetune`, or a folder saved with save_pretrained, has one)")
+    if ONNX_FILE in files:
+        raise ValueError(f"{folder} is an export folder: push the result folder it came from, and its "
+                         f"{EXPORT_FOLDER}/ goes up with the model")
     if any(n.endswith(".safetensors") for n in picked):
         return picked, left_out, None
     if CONVERTED_PICKLE in files:
@@ -63,6 +79,13 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
                          "model and save it with save_pretrained (transformers) or timm's save_for_hf(..., "
                          "safe_serialization=True), then push again.")
     raise FileNotFoundError(f"{folder} has no model weights: no *.safetensors (nor {CONVERTED_PICKLE})")
+
+
+def _shareable(names: list[str]) -> list[str]:
+    from huggingface_hub.utils import filter_repo_objects
+
+    return list(filter_repo_objects(sorted(names), allow_patterns=PUSH_PATTERNS,
+                                    ignore_patterns=PUSH_EXCLUDE))
 
 
 def push(folder: str | os.PathLike, repo_id: str, private: bool = False, revision: str | None = None,
@@ -151,13 +174,12 @@ def _recipe_license(folder: Path) -> str | None:
 def _stage(folder: Path, to: Path, files: list[str], convert: str | None, repo_id: str,
            license: str | None, link: bool) -> None:
     """Put into ``to`` exactly what is uploaded: the files, converted weights, and the card."""
-    import shutil
-
     from hfkit.cards import is_generated, model_card
 
     for name in files:
         if name == "README.md":
             continue
+        (to / name).parent.mkdir(exist_ok=True)  # onnx/
         if link:  # a hard link costs no space; the staging folder lives beside the files when it can
             try:
                 os.link(folder / name, to / name)
@@ -216,11 +238,11 @@ def _empty_dry_run_folder(out: Path, folder: Path) -> Path:
     old = sorted(out.iterdir()) if out.is_dir() else []
     readme = out / "README.md"
     earlier = readme.is_file() and is_generated(readme.read_text(encoding="utf-8", errors="replace"))
-    if old and (not earlier or any(p.is_dir() for p in old)):
+    if old and (not earlier or any(p.is_dir() and p.name != EXPORT_FOLDER for p in old)):
         raise FileExistsError(f"--dry-run folder {out} is not empty: choose a new folder (an earlier dry "
                               "run's folder is replaced)")
     for p in old:
-        p.unlink()
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -241,7 +263,7 @@ def _known_tokens() -> set[str]:
 
 def _refuse_tokens(staged: Path, tokens: set[str], folder: Path) -> None:
     """Refuse to upload when a staged file holds a token (weights: only their metadata header is read)."""
-    for path in sorted(staged.iterdir()):
+    for path in sorted(p for p in staged.rglob("*") if p.is_file()):
         with open(path, "rb") as f:
             if path.suffix == ".safetensors":  # 8 bytes of header length, then the JSON header
                 size = int.from_bytes(f.read(8), "little")
@@ -249,8 +271,9 @@ def _refuse_tokens(staged: Path, tokens: set[str], folder: Path) -> None:
             else:
                 data = f.read()
         if any(t.encode() in data for t in tokens):
-            where = folder / path.name if (folder / path.name).exists() else path
-            raise ValueError(f"{path.name} holds your Hugging Face token: nothing was uploaded. Remove the "
+            name = path.relative_to(staged)
+            where = folder / name if (folder / name).exists() else path
+            raise ValueError(f"{name} holds your Hugging Face token: nothing was uploaded. Remove the "
                              f"token from {where} and push again; if the file was shared anywhere, revoke "
                              "the token at https://huggingface.co/settings/tokens.")
 

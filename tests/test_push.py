@@ -507,3 +507,58 @@ def test_a_failed_push_after_training_says_how_to_push_the_saved_results(fake_hu
     assert "run the same command again" not in str(e.value)
     assert main(command.split()[1:]) == 0
     assert set(repo_files(fake_hub, "alice/ants")) == TIMM_FILES | {".gitattributes"}
+
+
+def _card_python(readme: str, section: str) -> str:
+    """The first ```python block after the heading ``section``."""
+    return readme.split(f"## {section}\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("kind", ["timm", "text"])
+def test_an_export_goes_up_as_onnx_and_runs_as_the_card_says(fake_hub, timm_run, text_run, token, tmp_path,
+                                                             kind, capsys, monkeypatch):
+    """`hfkit export RUN` then `hfkit push RUN`: onnx/ goes up beside the model (the unchecked file
+    never); downloaded as the card says, the card's onnxruntime code runs and names the class that
+    hfkit predict names."""
+    from hfkit.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(timm_run if kind == "timm" else text_run, run)
+    export(str(run))
+    (run / "onnx" / "model.unchecked.onnx").write_bytes(b"left by a failed check")
+    push(run, f"alice/{kind}")
+    files = repo_files(fake_hub, f"alice/{kind}")
+    onnx = {n for n in files if n.startswith("onnx/")}
+    assert {"onnx/model.onnx", "onnx/config.json", "onnx/export.json"} <= onnx
+    assert "onnx/model.unchecked.onnx" not in onnx
+    assert files["onnx/model.onnx"] == (run / "onnx" / "model.onnx").read_bytes()
+
+    readme = files["README.md"].decode()
+    assert "## ONNX" in readme and '--include "onnx/*"' in readme
+    target = tmp_path / "models" / kind
+    download(f"alice/{kind}", target, include=["onnx/*"])
+    set_offline(monkeypatch, True)
+    image = tmp_path / "image.jpg"
+    from conftest import make_image
+
+    make_image((60, 40, 200), seed=7).save(image)
+    monkeypatch.chdir(tmp_path)
+    code = _card_python(readme, "ONNX").replace(f"./models/{kind}", str(target))
+    capsys.readouterr()
+    exec(compile(code, "card", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    from hfkit.inference import ImageClassifier, TextClassifier
+
+    if kind == "timm":
+        expected = ImageClassifier(str(run)).predict([image], top_k=1)[0][0][0]
+    else:
+        expected = TextClassifier(str(run)).predict(["A text to classify."], top_k=1)[0][0][0]
+    assert printed == expected
+
+
+def test_an_export_folder_alone_is_not_pushed(fake_hub, timm_run, token, tmp_path):
+    from hfkit.export import export
+
+    export(str(timm_run), out_dir=str(tmp_path / "onnx"))
+    with pytest.raises(ValueError, match="push the result folder it came from"):
+        push(tmp_path / "onnx", "alice/x")
