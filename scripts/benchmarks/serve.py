@@ -1,10 +1,13 @@
 """Load test of `hfkit serve` as users start it: batched serving against one request at a time.
 
-Starts ``hfkit serve RUN --port P`` as a process (the README's command) twice in the same run, once
-as it comes (requests arriving together batched, ``--max-batch 32``) and once with
-``--max-batch 1`` (one forward pass per request, what a plain FastAPI endpoint does), and sends
-each the same bounded load: ``--requests`` POST /predict of real hymenoptera JPEGs from
-``--clients`` concurrent clients over loopback. Prints requests/s, p50/p95/p99 latency and errors.
+Starts ``hfkit serve RUN --port P`` as a process (the README's command) three times in the same run:
+as it comes (requests arriving together batched, ``--max-batch 32``), with ``--max-batch 1`` (one
+forward pass per request, what a plain FastAPI endpoint does), and on the run's ONNX export
+(``hfkit export RUN``, onnxruntime fp32); it sends each the same bounded load: ``--requests``
+POST /predict of real hymenoptera JPEGs from ``--clients`` concurrent clients over loopback.
+Prints requests/s, p50/p95/p99 latency, errors, and how busy the machine's CPUs were meanwhile
+(server and clients together: near 100% means the CPUs, not the server's waiting, set the pace;
+run it on an otherwise quiet machine).
 
     python scripts/benchmarks/serve.py                       # trains a small result folder first
     python scripts/benchmarks/serve.py --model runs/ants --requests 2000 --clients 16
@@ -15,6 +18,7 @@ The clients run on the same machine as the server (on a 2-core machine they take
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -24,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, clean_env, machine_line, run_recipe  # noqa: E402
+from common import REPO, clean_env, cpu_seconds, machine_line, percent, run_recipe  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "hymenoptera_data"
 
@@ -58,6 +62,8 @@ def start_server(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
 
 
 def load(url: str, images: list[bytes], requests: int, clients: int) -> dict:
+    """Send the requests; requests/s, latency percentiles (ms), errors, and the share of the machine's
+    CPU time that was busy meanwhile."""
     import httpx
 
     latencies: list[float] = []
@@ -76,16 +82,17 @@ def load(url: str, images: list[bytes], requests: int, clients: int) -> dict:
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
 
-    start = time.perf_counter()
+    before, start = cpu_seconds(), time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, [range(c, requests, clients) for c in range(clients)]))
     wall = time.perf_counter() - start
+    after = cpu_seconds()
     latencies.sort()
 
     def pct(q: float) -> float:
         return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
     return {"rps": requests / wall, "p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "errors": errors,
-            "wall": wall}
+            "wall": wall, "busy": (after[0] - before[0]) / (wall * (os.cpu_count() or 1)) if before else None}
 
 
 def main() -> None:
@@ -106,10 +113,15 @@ def main() -> None:
             run_recipe("hymenoptera", [f"data.path={args.data}", "model.pretrained=false", "train.epochs=1",
                                        "data.max_train_samples=16", "data.max_eval_samples=8",
                                        "eval.num_preview_images=0"], out=model)
+        hfkit = Path(sys.executable).with_name("hfkit")
+        subprocess.run([str(hfkit), "export", str(model), "--format", "onnx", "--out", f"{tmp}/onnx"],
+                       check=True, env=clean_env(), stdout=subprocess.DEVNULL)
         rows = {}
-        for name, max_batch in (("hfkit serve (batched, --max-batch 32)", 32),
-                                ("one request per forward pass (--max-batch 1)", 1)):
-            server, url = start_server(model, max_batch)
+        for name, served, max_batch in (
+                ("hfkit serve RUN (batched, --max-batch 32)", model, 32),
+                ("hfkit serve RUN --max-batch 1 (one request per pass)", model, 1),
+                ("hfkit serve RUN/onnx (onnxruntime fp32, batched)", Path(tmp) / "onnx", 32)):
+            server, url = start_server(served, max_batch)
             try:
                 load(url, images, 2 * args.clients, args.clients)  # warm-up
                 rows[name] = load(url, images, args.requests, args.clients)
@@ -119,12 +131,13 @@ def main() -> None:
     print(f"\n{machine_line()}")
     print(f"{args.requests} POST /predict (ResNet-18, 224 px, real JPEGs) from {args.clients} clients "
           "on loopback\n")
-    print("| server | requests/s | p50 ms | p95 ms | p99 ms | errors |")
-    print("|---|---|---|---|---|---|")
+    print("| server | requests/s | p50 ms | p95 ms | p99 ms | errors | machine busy |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} "
-              f"| {r['errors']} |")
-    batched, single = rows.values()
+              f"| {r['errors']} | {percent(r['busy'])} |")
+    batched, single, onnx = rows.values()
+    print(f"onnxruntime: {onnx['rps'] / batched['rps']:.2f}x the requests/s of PyTorch")
     print(f"\nbatching: {batched['rps'] / single['rps']:.2f}x the requests/s of one at a time")
 
 
