@@ -188,10 +188,13 @@ def download_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
-    from hfkit.hub import push
+    from hfkit.hub import SPACE_PREVIEW, push
+    from hfkit.space import check_space_options, push_space
 
     # --dry-run alone (""): the preview goes beside the results
     dry_run = str(Path(args.run_dir) / "push-preview") if args.dry_run == "" else args.dry_run
+    if args.space:  # before the model goes up
+        check_space_options(args.space, args.repo_id, revision=args.revision, create_pr=args.create_pr)
     where = push(args.run_dir, args.repo_id, private=args.private, revision=args.revision,
                  create_pr=args.create_pr, commit_message=args.commit_message, dry_run=dry_run,
                  license=args.license)
@@ -200,6 +203,14 @@ def push_command(args: argparse.Namespace) -> int:
               "(README.md is the model card); nothing was sent.")
     else:
         print(f"Pushed {args.run_dir} to {args.repo_id}: {where}")
+    if args.space:
+        space = push_space(args.run_dir, args.repo_id, args.space, private=args.private,
+                           dry_run=Path(dry_run) / SPACE_PREVIEW if dry_run else None)
+        if dry_run:
+            print(f"Dry run: {space}/ is the Space folder for {args.space}; nothing was sent.")
+        else:
+            private = " (a private model: give the Space a read token as its HF_TOKEN secret)"
+            print(f"Pushed the Space {args.space}: {space}" + (private if args.private else ""))
     return 0
 
 
@@ -253,7 +264,8 @@ EXAMPLES = {
     "download": ["hfkit download uer/roberta-base-chinese-extractive-qa --to ./models/qa",
                  "hfkit download stanfordnlp/imdb --repo-type dataset --to ./data/imdb"],
     "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
-             "hfkit push runs/ants --repo-id alice/resnet18-ants-bees --private"],
+             "hfkit push runs/ants --repo-id alice/resnet18-ants-bees --private",
+             "hfkit push runs/ants --repo-id alice/ants --space alice/ants-demo"],
     "serve": ["hfkit serve runs/ants --port 8000",
               "hfkit serve runs/ants/onnx --max-batch 64"],
     "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
@@ -345,14 +357,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="result folder, e.g. runs/ants")
     p.add_argument("--repo-id", required=True,
                    help="target repo, e.g. alice/resnet18-ants-bees (created if needed)")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--private", action="store_true", help="create the repo (and a new --space) as private")
     p.add_argument("--revision", help="branch to push to (created from main if missing; default main)")
     p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     p.add_argument("--commit-message", help="default: Upload <folder> with hfkit push")
     p.add_argument("--license", help="license id in the card (default: the recipe's hub.license, apache-2.0)")
     p.add_argument("--dry-run", metavar="DIR", nargs="?", const="",
                    help="write exactly what would be uploaded (with the card) into DIR (default "
-                        "<run_dir>/push-preview); contact no server")
+                        "<run_dir>/push-preview; with --space, the Space into DIR/space); contact no server")
+    p.add_argument("--space", metavar="OWNER/NAME",
+                   help="then create or update this Gradio Space with the demo of the model's task "
+                        "(hfkit inside it, its MODEL variable set to --repo-id)")
     p.set_defaults(func=push_command)
     from hfkit.demo import add_demo_parser  # light: gradio loads only when a demo starts
     from hfkit.serve import add_serve_parser  # light: fastapi loads only when a server starts

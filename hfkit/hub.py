@@ -35,6 +35,8 @@ EXPORT_FOLDER = "onnx"
 # A folder without safetensors weights but with this pickle (a transformers or timm model saved the old
 # way) gets it converted to model.safetensors in what is uploaded; the folder itself is left as it is.
 CONVERTED_PICKLE = "pytorch_model.bin"
+# `hfkit push --space --dry-run DIR` writes the Space folder here, inside the dry run's folder
+SPACE_PREVIEW = "space"
 AGAIN = "run the same command again"
 
 
@@ -152,16 +154,16 @@ def push(folder: str | os.PathLike, repo_id: str, private: bool = False, revisio
     return commit.pr_url or commit.commit_url
 
 
-def _check_repo_id(repo_id: str) -> None:
+def _check_repo_id(repo_id: str, option: str = "--repo-id") -> None:
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise ValueError(f"--repo-id {repo_id!r} is not a valid repo id: {e}") from e
+        raise ValueError(f"{option} {repo_id!r} is not a valid repo id: {e}") from e
     if "/" not in repo_id:
-        raise ValueError(f"--repo-id {repo_id!r} needs its owner: your user or organisation name, as in "
+        raise ValueError(f"{option} {repo_id!r} needs its owner: your user or organisation name, as in "
                          f"alice/{repo_id}")
 
 
@@ -238,7 +240,7 @@ def _empty_dry_run_folder(out: Path, folder: Path) -> Path:
     old = sorted(out.iterdir()) if out.is_dir() else []
     readme = out / "README.md"
     earlier = readme.is_file() and is_generated(readme.read_text(encoding="utf-8", errors="replace"))
-    if old and (not earlier or any(p.is_dir() and p.name != EXPORT_FOLDER for p in old)):
+    if old and (not earlier or any(p.is_dir() and p.name not in (EXPORT_FOLDER, SPACE_PREVIEW) for p in old)):
         raise FileExistsError(f"--dry-run folder {out} is not empty: choose a new folder (an earlier dry "
                               "run's folder is replaced)")
     for p in old:

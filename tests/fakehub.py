@@ -5,7 +5,9 @@
 - repo_info / model_info / dataset_info: GET /api/{models|datasets|spaces}/{repo_id}[/revision/{rev}]
 - list_repo_tree / list_repo_files:      GET /api/{type}s/{repo_id}/tree/{rev}[/{path}]?recursive=
 - hf_hub_download / snapshot_download:   HEAD and GET /[{datasets|spaces}/]{repo_id}/resolve/{rev}/{path}
-- create_repo:                           POST /api/repos/create (``private`` is kept on the repo)
+- create_repo:                           POST /api/repos/create (``private`` and a Space's ``sdk`` are kept
+  on the repo)
+- add_space_variable:                    POST /api/spaces/{repo_id}/variables (kept in ``repo.variables``)
 - create_branch:                         POST /api/{type}s/{repo_id}/branch/{branch}
 - create_commit / upload_folder:         POST /api/{type}s/{repo_id}/preupload/{rev} and .../commit/{rev}
   (every file is answered "regular": its bytes travel inside the commit, so no LFS or Xet storage is needed;
@@ -65,6 +67,8 @@ class FakeRepo:
     repo_type: str
     gated: bool = False
     private: bool = False
+    sdk: str | None = None  # a Space's, as create_repo sent it
+    variables: dict[str, dict] = field(default_factory=dict)  # a Space's: key -> {"value", "description"}
     pulls: dict[int, str] = field(default_factory=dict)  # pull request number -> the branch it targets
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files at that commit
     branches: dict[str, str] = field(default_factory=dict)  # branch -> commit sha
@@ -195,6 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         ("GET", rf"/api/{_TYPE}/{_REPO}/discussions/(?P<num>\d+)", "discussion"),
         ("POST", rf"/api/{_TYPE}/{_REPO}/preupload/(?P<rev>[^/]+)", "preupload"),
         ("POST", rf"/api/{_TYPE}/{_REPO}/commit/(?P<rev>[^/]+)", "commit"),
+        ("POST", rf"/api/spaces/{_REPO}/variables", "add_space_variable"),
         ("POST", r"/api/validate-yaml", "validate_yaml"),
         ("GET", r"/api/agent-harnesses", "agent_harnesses"),  # asked while building request headers
     ]
@@ -327,9 +332,12 @@ class _Handler(BaseHTTPRequestHandler):
             url = self.hub.url_of(existing)  # the client reads it from the body, as on the Hub
             raise _Error(409, None, f"You already created this {repo_type} repo", {"X-Repo-Url": url},
                          {"url": url})
+        if repo_type == "space" and not data.get("sdk"):
+            raise _Error(400, None, "a Space needs an sdk (gradio, docker or static)")
         self.hub.add_repo(repo_id, {".gitattributes": GITATTRIBUTES}, repo_type=repo_type)
         private = bool(data.get("private")) or data.get("visibility") == "private"  # 1.x sent "private"
         self.hub.repo(repo_id, repo_type).private = private
+        self.hub.repo(repo_id, repo_type).sdk = data.get("sdk")
         url = self.hub.url_of(self.hub.repo(repo_id, repo_type))
         self._json({"url": url, "name": repo_id, "id": repo_id})
 
@@ -401,6 +409,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._json({"success": True, "commitOid": sha, "commitMessage": message, "hookOutput": "",
                     "commitUrl": f"{self.hub.url_of(r)}/commit/{sha}",
                     "pullRequestUrl": f"{self.hub.url_of(r)}/discussions/{pull}" if pull else None})
+
+    def add_space_variable(self, body: bytes, repo: str) -> None:
+        r = self._repo("space", repo)
+        data = json.loads(body)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        with self.hub._lock:
+            r.variables[data["key"]] = {"value": data["value"], "description": data.get("description"),
+                                        "updatedAt": now}
+        self._json(r.variables)  # the client reads back every variable of the Space
 
     def validate_yaml(self, body: bytes) -> None:
         content = json.loads(body)["content"]

@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     try:
-        from hfkit.demo import run_app
+        from hfkit.demo import run_app  # installed, or the hfkit/ folder next to this file (a Space)
     except ImportError:  # a repository checkout that is not installed: use the hfkit/ beside spaces/
         sys.path.insert(0, str(HERE.parents[1]))
         from hfkit.demo import run_app
