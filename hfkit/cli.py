@@ -385,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
+    from hfkit.console import quiet_libraries
+
+    quiet_libraries()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:

@@ -321,13 +321,21 @@ def launch(demo: gr.Blocks, host: str | None = None, port: int | None = None, sh
     host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
     demo.queue(max_size=32, default_concurrency_limit=1)
+    # quiet: gradio's own lines advise `share=True` in `launch()`; ours name hfkit's --share
     options = dict(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                   allowed_paths=None, prevent_thread_lock=not block, theme=theme(), show_error=False,
+                   allowed_paths=None, prevent_thread_lock=True, theme=theme(), show_error=False,
                    # no node server, MCP endpoint, monitoring page, install prompt or run history
                    ssr_mode=False, mcp_server=False, enable_monitoring=False, pwa=False, run_history=False,
-                   inbrowser=False)
+                   inbrowser=False, quiet=True)
     known = inspect.signature(demo.launch).parameters  # gradio 5 lacks some (and themes its Blocks)
-    return demo.launch(**{k: v for k, v in options.items() if k in known})
+    started = demo.launch(**{k: v for k, v in options.items() if k in known})
+    _, local_url, share_url = started
+    print(f"Demo on {local_url}" + (f" and {share_url} (public: anyone with the link can use it)" if share_url
+                                    else " (this machine only; --share adds a public link)")
+          + ("; Ctrl-C stops it" if block else ""), flush=True)
+    if block:
+        demo.block_thread()
+    return started
 
 
 def serve(name_or_path: str, demo: str | None = None, host: str | None = None, port: int | None = None,

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from hfkit.console import apply_if_quiet
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 TRUE = ("1", "ON", "YES", "TRUE")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -95,6 +97,7 @@ def loading_weights(source: str, use: str = "--model") -> Iterator[None]:
     """Loading errors as what to do. A pickle that would run code (``torch.load(weights_only=True)``
     refused it) is reported as refused, never with torch's hint to retry unsafely; a Hub id that is
     neither cached nor reachable gets the ``hfkit download`` recipe (``use``: how to pass a folder)."""
+    apply_if_quiet()  # the command line's one-line load report, without progress bars
     try:
         yield
     except (pickle.UnpicklingError, RuntimeError) as e:

@@ -425,3 +425,16 @@ def test_the_image_demo_offers_the_runs_own_evaluation_images(image_run, tmp_pat
     assert demos.default_examples(str(image_run), None) == image_run / "examples"
     assert demos.default_examples(str(image_run), str(tmp_path)) == str(tmp_path)
     assert demos._example_images(image_run / "examples") == [str(image_run / "examples" / n) for n in own]
+
+
+def test_the_demo_says_where_it_is_in_hfkits_words(tiny_bert_dir, capfd):
+    """One line with the URL and hfkit's --share, not gradio's advice to edit launch()."""
+    blocks = demos.build_demo(str(tiny_bert_dir), "sentiment")
+    try:
+        capfd.readouterr()
+        _, url, _ = demos.launch(blocks, host="127.0.0.1", port=_free_port(), block=False)
+        out = capfd.readouterr().out
+    finally:
+        blocks.close()
+    assert out.strip() == f"Demo on {url} (this machine only; --share adds a public link)"
+    assert "share=True" not in out

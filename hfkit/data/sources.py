@@ -47,7 +47,7 @@ def load_splits(path: str) -> datasets.DatasetDict:
     if local.is_dir():
         root = dataset_root(local)
         reader = detect_layout(root)  # raw CIFAR pickles / Tiny ImageNet: read by hfkit.data.layouts
-        return reader() if reader else _read_local(str(root))
+        return reader() if reader else read_local(str(root))
     if local.is_file():
         if local.name.endswith(ARCHIVES):
             return load_splits(str(extract_archive(local)))
@@ -55,15 +55,18 @@ def load_splits(path: str) -> datasets.DatasetDict:
         if builder is None:
             raise ValueError(f"data.path: don't know how to read '{local}'; "
                              f"use a folder or one of {', '.join(FILE_BUILDERS)}")
-        return _read_local(builder, data_files={"train": str(local)})
+        return read_local(builder, data_files={"train": str(local)})
     if path.startswith((".", "/", "~")) or path.count("/") > 1 or not path:
         raise FileNotFoundError(f"data.path: no such file or folder: '{path}'")
     return load_hub_dataset(path)
 
 
-def _read_local(*args, **kwargs) -> datasets.DatasetDict:
+def read_local(*args, **kwargs) -> datasets.DatasetDict:
     """``datasets.load_dataset`` on local files; a file it cannot parse is named with its line, not
     under three chained tracebacks."""
+    # datasets resolves local files through its download manager, whose bar (kept: a folder of
+    # 100,000 images takes a while) would say "Downloading data" about files already here
+    kwargs.setdefault("download_config", datasets.DownloadConfig(download_desc="Reading local files"))
     try:
         return datasets.load_dataset(*args, **kwargs)
     except datasets.exceptions.DatasetGenerationError as e:

@@ -25,6 +25,7 @@ from hfkit.data.sources import (
     is_string_feature,
     load_splits,
     pick_splits,
+    read_local,
     seeded_subset,
 )
 from hfkit.offline import load_hub_dataset
@@ -169,7 +170,7 @@ def _read_config(path: str, local: Path, config: str) -> datasets.DatasetDict:
         # a Hub-layout copy without README metadata keeps each configuration in its own folder
         if (local / config).is_dir():
             return load_splits(str(local / config))
-        return datasets.load_dataset(str(local), config)
+        return read_local(str(local), config)
     if local.is_file():
         logger.warning("data.config=%s is ignored for the single file %s", config, path)
         return load_splits(path)

@@ -1,0 +1,73 @@
+"""What the libraries print during hfkit's commands: what a user needs to know, on one line.
+
+transformers draws a "Loading weights" bar on every load and a "Writing model shards" bar on every
+save (both take a blink for the models hfkit trains), and warns with a coloured table, raw ANSI
+codes in a log file, when a checkpoint lacks the new task head, which is what fine-tuning expects.
+``quiet_libraries()`` drops the two bars (transformers' tqdm hook; the Hub's download bars stay)
+and turns the table into one line naming the new and the unused weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+QUIET_BARS = ("Loading weights", "Writing model shards")
+ANSI = re.compile(r"\x1b?\[[0-9;]*m")
+REPORT_ROW = re.compile(r"^(\S+)\s+\|\s+(MISSING|UNEXPECTED|MISMATCH)\b")
+
+
+_quiet = False  # set by the command line; a notebook using hfkit's functions keeps the libraries' output
+
+
+def quiet_libraries() -> None:
+    """Quiet the libraries in this process: now if transformers is loaded, else at the first model
+    load (``hfkit.offline.loading_weights`` calls ``apply_if_quiet``), so that commands which load no
+    model do not pay for importing transformers."""
+    global _quiet
+    _quiet = True
+    if "transformers" in sys.modules:
+        apply_if_quiet()
+
+
+def apply_if_quiet() -> None:
+    if not _quiet:
+        return
+    from transformers.utils import logging as hf_logging
+
+    if hasattr(hf_logging, "set_tqdm_hook"):  # transformers 5
+        hf_logging.set_tqdm_hook(_hide_quick_bars)
+    logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _OneLineLoadReport) for f in logger.filters):
+        logger.addFilter(_OneLineLoadReport())
+
+
+def _hide_quick_bars(factory, args, kwargs):
+    if kwargs.get("desc") in QUIET_BARS:
+        kwargs = {**kwargs, "disable": True}
+    return factory(*args, **kwargs)
+
+
+class _OneLineLoadReport(logging.Filter):
+    """transformers' LOAD REPORT table -> "new weights (...): a, b; unused from the checkpoint: c"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "LOAD REPORT" not in text:
+            return True
+        rows: dict[str, list[str]] = {}
+        for line in ANSI.sub("", text).splitlines():
+            if found := REPORT_ROW.match(line.strip()):
+                rows.setdefault(found[2], []).append(found[1])
+        if not rows:  # something else (a conversion error): the table as it is
+            return True
+        model = ANSI.sub("", text).split(" LOAD REPORT", 1)[0].strip()
+        parts = []
+        if rows.get("MISSING") or rows.get("MISMATCH"):
+            new = rows.get("MISSING", []) + rows.get("MISMATCH", [])
+            parts.append(f"new weights, trained from scratch: {', '.join(new)}")
+        if rows.get("UNEXPECTED"):
+            parts.append(f"not used from the checkpoint: {', '.join(rows['UNEXPECTED'])}")
+        record.msg, record.args = f"{model}: {'; '.join(parts)}", ()
+        return True
