@@ -51,15 +51,12 @@ class Batcher:
 
     async def work(self) -> None:
         self._queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), deadline - loop.time()))
-                except TimeoutError:
-                    break
+            await asyncio.sleep(self.max_wait)  # company arriving meanwhile joins the batch
+            # get_nowait, not a cancelled wait_for(get()): before Python 3.12 that can drop an item
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
                 results = await asyncio.to_thread(self.run, [item for item, _ in batch])
             except Exception as e:
