@@ -65,9 +65,9 @@ class _OneLineLoadReport(logging.Filter):
         model = ANSI.sub("", text).split(" LOAD REPORT", 1)[0].strip()
         parts = []
         if rows.get("MISSING") or rows.get("MISMATCH"):
-            new = rows.get("MISSING", []) + rows.get("MISMATCH", [])
+            new = sorted(rows.get("MISSING", []) + rows.get("MISMATCH", []))  # the table's order is a set's
             parts.append(f"new weights, trained from scratch: {', '.join(new)}")
         if rows.get("UNEXPECTED"):
-            parts.append(f"not used from the checkpoint: {', '.join(rows['UNEXPECTED'])}")
+            parts.append(f"not used from the checkpoint: {', '.join(sorted(rows['UNEXPECTED']))}")
         record.msg, record.args = f"{model}: {'; '.join(parts)}", ()
         return True

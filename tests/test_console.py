@@ -12,10 +12,8 @@ import pytest
 from hfkit import console
 
 
-@pytest.fixture
-def quiet():
-    console.quiet_libraries()
-    yield
+def _reset() -> None:
+    """The libraries as a fresh process has them (an earlier test may have run the command line)."""
     from transformers.utils import logging as hf_logging
 
     console._quiet = False
@@ -25,24 +23,49 @@ def quiet():
         logger.removeFilter(f)
 
 
-def test_a_new_head_is_one_line_naming_its_weights(quiet, tmp_path, capfd):
+@pytest.fixture
+def transformers_log():
+    """What transformers logs during the test (its logger does not propagate, and its handler holds
+    the stderr of whichever test imported it first)."""
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    _reset()
+    yield records
+    logging.getLogger("transformers").removeHandler(handler)
+    _reset()
+
+
+def _load_base_into_a_classifier(folder):
     from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
     from hfkit.offline import loading_weights
 
     config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32)
-    BertModel(config).save_pretrained(tmp_path / "base")
-    capfd.readouterr()
-    with loading_weights(str(tmp_path / "base")):
-        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
-    model.save_pretrained(tmp_path / "tuned")
-    err = capfd.readouterr().err
-    assert "BertForSequenceClassification: new weights, trained from scratch: classifier.weight, " \
-           "classifier.bias" in err
-    assert "LOAD REPORT" not in err and "\x1b[" not in err and "[3" not in err.replace("[transformers]", "")
-    assert "Loading weights" not in err and "Writing model shards" not in err
-    assert len([line for line in err.splitlines() if line.strip()]) == 1
+    BertModel(config).save_pretrained(folder)
+    with loading_weights(str(folder)):
+        return AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+
+
+def test_a_new_head_is_one_line_naming_its_weights(transformers_log, tmp_path):
+    console.quiet_libraries()
+    _load_base_into_a_classifier(tmp_path / "base")
+    (line,) = [r for r in transformers_log if "classifier" in r]
+    assert line == ("BertForSequenceClassification: new weights, trained from scratch: classifier.bias, "
+                    "classifier.weight")
+    assert not any("LOAD REPORT" in r or "\x1b[" in r for r in transformers_log)
+
+
+def test_the_quick_bars_are_off_and_the_others_stay(transformers_log):
+    from transformers.utils import logging as hf_logging
+
+    console.quiet_libraries()
+    console.apply_if_quiet()
+    for desc in console.QUIET_BARS:
+        assert hf_logging.tqdm(range(3), desc=desc).disable
+    assert not hf_logging.tqdm(range(3), desc="Downloading").disable
 
 
 def test_hfkit_predict_prints_its_answer_only(tiny_bert_dir):
@@ -55,19 +78,10 @@ def test_hfkit_predict_prints_its_answer_only(tiny_bert_dir):
     assert done.stdout.splitlines()[0] == "A wonderful film." and "%" in done.stdout
 
 
-def test_without_the_command_line_the_libraries_are_left_alone(tmp_path, capfd):
+def test_without_the_command_line_the_libraries_are_left_alone(transformers_log, tmp_path):
     """hfkit used as a library (a notebook) keeps transformers' own output."""
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
-
-    from hfkit.offline import loading_weights
-
-    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
-    BertModel(config).save_pretrained(tmp_path / "base")
-    capfd.readouterr()
-    with loading_weights(str(tmp_path / "base")):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
-    assert "LOAD REPORT" in capfd.readouterr().err
+    _load_base_into_a_classifier(tmp_path / "base")
+    assert any("LOAD REPORT" in r for r in transformers_log)
 
 
 def test_local_data_is_not_said_to_be_downloaded(tmp_path, capfd):
