@@ -25,7 +25,8 @@ COMMON_FIELDS = frozenset({
     "train.schedule", "train.warmup_ratio", "train.gradient_accumulation_steps", "train.max_grad_norm",
     "train.mixed_precision", "train.seed", "train.checkpoint_steps", "train.checkpoint_epochs",
     "train.keep_checkpoints", "train.early_stopping_patience", "train.tensorboard", "train.compile",
-    "train.compile_mode", "train.ema_decay", "eval.metric", "eval.greater_is_better"}) | {
+    "train.compile_mode", "train.ema_decay", "train.layer_lr_decay", "eval.metric",
+    "eval.greater_is_better"}) | {
     f"hub.{k}" for k in ("push", "repo_id", "private", "license", "revision", "create_pr", "commit_message")}
 TEXT_FIELDS = frozenset({"model.attention_dropout"})
 
@@ -98,7 +99,8 @@ register(Task(
                       "data.cache_images", "data.hflip", "data.color_jitter", "data.auto_augment",
                       "data.in_memory", "data.crop_padding", "data.random_erasing", "data.erase_size",
                       "train.label_smoothing", "train.strategy", "train.unfreeze_after_epochs",
-                      "train.mixup", "train.cutmix", "eval.num_preview_images", "eval.tta_hflip"})))
+                      "train.unfreeze_every_epochs", "train.mixup", "train.cutmix",
+                      "eval.num_preview_images", "eval.tta_hflip"})))
 register(Task(
     name="text-classification", family="transformers", pipeline_tag="text-classification",
     title="Text Classification", summary="A text classifier",
@@ -108,7 +110,7 @@ register(Task(
     exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
     fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.label_column", "data.max_length",
                           "data.group_by_length", "train.label_smoothing", "train.strategy",
-                          "train.unfreeze_after_epochs"}))
+                          "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"}))
 register(Task(
     name="causal-lm", family="transformers", pipeline_tag="text-generation",
     title="Text Generation", summary="A causal language model", does=" that continues a text",
