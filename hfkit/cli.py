@@ -1,4 +1,4 @@
-"""The ``hfkit`` command: finetune, recipes, predict, generate, qa, evaluate, download, push, export,
+"""The ``hfkit`` command: finetune, lr-find, recipes, predict, generate, qa, evaluate, download, push, export,
 serve, demo."""
 
 from __future__ import annotations
@@ -52,6 +52,24 @@ def finetune_command(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides, output_dir=args.output_dir)
     results = finetune(recipe, resume=args.resume, max_steps=args.max_steps)
     return 130 if results.get("interrupted") else 0  # 130: the shell's code for Ctrl-C
+
+
+def lr_find_command(args: argparse.Namespace) -> int:
+    go_offline_if_unreachable()
+    from hfkit.lr_find import lr_find
+    from hfkit.recipes import load_recipe, save_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides, output_dir=args.output_dir)
+    result, plot = lr_find(recipe, start=args.start, end=args.end, steps=args.steps)
+    lr = result.suggestion()
+    stopped = f"diverged at lr {result.lrs[-1]:.1e}" if result.diverged else "did not diverge"
+    print(f"Tried {len(result.lrs)} lrs from {result.lrs[0]:.1e} to {result.lrs[-1]:.1e} ({stopped}); "
+          f"suggested lr {lr:.2e} (steepest descent of the smoothed loss); plot: {plot}")
+    if args.apply:
+        recipe.train.lr = float(f"{lr:.2e}")
+        save_recipe(recipe, args.apply)
+        print(f"Wrote {args.apply} with train.lr={recipe.train.lr:g}: hfkit finetune --recipe {args.apply}")
+    return 0
 
 
 def recipes_command(args: argparse.Namespace) -> int:
@@ -224,6 +242,23 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_lr_find_parser(sub) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test on a recipe: plot and suggested train.lr")
+    p.add_argument("--recipe", required=True, help="a registered recipe name or a YAML file, as for finetune")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set data.path=./data (repeatable)")
+    p.add_argument("--output-dir", help="where lr_find.png goes (default runs/<recipe>)")
+    p.add_argument("--start", type=_number(float, 0.0, low_open=True), default=1e-7,
+                   help="lowest lr tried (default 1e-7)")
+    p.add_argument("--end", type=_number(float, 0.0, low_open=True), default=10.0,
+                   help="highest lr tried, unless the loss diverges first (default 10)")
+    p.add_argument("--steps", type=_number(int, 2), default=100,
+                   help="optimizer steps, one batch each, lrs spaced exponentially (default 100)")
+    p.add_argument("--apply", metavar="FILE",
+                   help="write the recipe, with train.lr set to the suggestion, to this YAML file")
+    p.set_defaults(func=lr_find_command)
+
+
 def add_export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a result folder to ONNX, checked against PyTorch (+ int8)")
     p.add_argument("run_dir", help="result folder, e.g. runs/ants")
@@ -253,6 +288,8 @@ EXAMPLES = {
     "finetune": ["hfkit finetune --recipe hymenoptera --set train.epochs=5 --output-dir runs/ants",
                  "hfkit finetune --recipe hymenoptera --output-dir runs/ants --resume latest",
                  "hfkit finetune --recipe imdb --set model.name=./models/bert --set data.path=./imdb"],
+    "lr-find": ["hfkit lr-find --recipe hymenoptera --set data.path=./hymenoptera_data",
+                "hfkit lr-find --recipe imdb --steps 50 --end 1e-2 --apply imdb-lr.yaml"],
     "recipes": ["hfkit recipes", "hfkit recipes --show cifar10 --set train.lr=0.2"],
     "show": ["hfkit show runs/ants"],
     "predict": ["hfkit predict --model runs/ants bee.jpg ant.jpg --top-k 2",
@@ -292,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="train a recipe (same as scripts/finetune.py)")
     add_run_arguments(p)
     p.set_defaults(func=finetune_command)
+    add_lr_find_parser(sub)
     p = sub.add_parser("recipes", help="list the registered recipes, or show one's fields")
     p.add_argument("--show", metavar="NAME|FILE",
                    help="print the fields the recipe's task reads: value and meaning of each")

@@ -7,10 +7,12 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from accelerate.utils import set_seed
 
 from hfkit import plots, tasks
@@ -18,7 +20,7 @@ from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.devices import launcher_pid, process_state
 from hfkit.hub import AGAIN, push
 from hfkit.models import create_image_model, save_image_model
-from hfkit.objectives import CausalLM, Classification
+from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
 from hfkit.training import TrainerState, check_output_dir, fit, output_lock
 
@@ -33,8 +35,7 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         set_seed(recipe.train.seed)
         try:
-            run = tasks.get(recipe.task).load("runner")  # one of the finetune_* below
-            return run(recipe, resume=resume, max_steps=max_steps)
+            return train(recipe, tasks.get(recipe.task).load("builder"), resume, max_steps)
         except Exception as e:
             if not _disk_full(e):
                 raise
@@ -50,11 +51,32 @@ def _disk_full(e: BaseException) -> bool:
         s in str(e) for s in ("No space left on device", "StorageFull", "os error 28"))
 
 
-def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps: int | None
-                                  ) -> dict[str, Any]:
+@dataclass
+class Run:
+    """What a task's builder makes of a recipe: what ``fit`` trains, and how the results are told."""
+
+    model: torch.nn.Module
+    train_loader: Any
+    eval_loader: Any
+    save_model: Callable[[torch.nn.Module, Path], None]
+    objective: Objective
+    report: Callable[[TrainerState, float], dict[str, Any]]  # (state, wall seconds) -> results, written
+
+
+def train(recipe: Recipe, build: Callable[[Recipe], Run], resume: str | None,
+          max_steps: int | None) -> dict[str, Any]:
+    """Build the task's run (data, model, objective; one of the build_* below), train it, report."""
+    started = time.perf_counter()
+    run = build(recipe)
+    state = fit(recipe, run.model, run.train_loader, run.eval_loader, run.save_model,
+                objective=run.objective, resume=resume, max_steps=max_steps)
+    return run.report(state, time.perf_counter() - started)
+
+
+def build_image_classification(recipe: Recipe) -> Run:
     from hfkit.data import tensor_images as tensors
 
-    started, t = time.perf_counter(), recipe.train
+    t = recipe.train
     splits = load_image_splits(recipe.data, t.seed)
     model = create_image_model(recipe.model, splits.label_names, recipe.data.image_size)
     objective = Classification(recipe.model.channels_last, t.label_smoothing,
@@ -74,26 +96,25 @@ def finetune_image_classification(recipe: Recipe, resume: str | None, max_steps:
         eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
                                   recipe.data.num_workers, t.seed)
         skipped = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
-    state = fit(recipe, model, train_loader, eval_loader, save_image_model, objective=objective,
-                resume=resume, max_steps=max_steps)
-    results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
-                        time.perf_counter() - started)
-    results["skipped_files"] = skipped
-    eval_labels = [int(y) for y in eval_ds.labels]
 
-    def draw(out: Path) -> None:
-        write_classification_plots(state, eval_labels, splits.label_names, out)
-        write_prediction_grid(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
-        write_examples(eval_ds, eval_labels, splits.label_names, out / EXAMPLES)
-    return finish(recipe, state, results, draw)
+    def report(state: TrainerState, seconds: float) -> dict[str, Any]:
+        results = summarize(state, splits.label_names, len(train_ds), len(eval_ds), seconds)
+        results["skipped_files"] = skipped
+        eval_labels = [int(y) for y in eval_ds.labels]
+
+        def draw(out: Path) -> None:
+            write_classification_plots(state, eval_labels, splits.label_names, out)
+            write_prediction_grid(state, eval_ds, splits.label_names, recipe.eval.num_preview_images, out)
+            write_examples(eval_ds, eval_labels, splits.label_names, out / EXAMPLES)
+        return finish(recipe, state, results, draw)
+    return Run(model, train_loader, eval_loader, save_image_model, objective, report)
 
 
-def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: int | None
-                                 ) -> dict[str, Any]:
+def build_text_classification(recipe: Recipe) -> Run:
     from hfkit.data.text import load_text_classification, make_text_loader, tokenize_splits
     from hfkit.models import create_text_model, text_model_saver
 
-    started, t = time.perf_counter(), recipe.train
+    t = recipe.train
     splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task, splits.label_names)
     # tokenizers without a limit report a huge model_max_length; BERT-style models stop at 512
@@ -103,21 +124,21 @@ def finetune_text_classification(recipe: Recipe, resume: str | None, max_steps: 
     train_loader = make_text_loader(train_ds, tokenizer, t.batch_size, True, t.seed,
                                     recipe.data.group_by_length)
     eval_loader = make_text_loader(eval_ds, tokenizer, t.eval_batch_size or t.batch_size, False, t.seed)
-    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
-                objective=Classification(label_smoothing=t.label_smoothing),
-                resume=resume, max_steps=max_steps)
-    results = summarize(state, splits.label_names, len(train_ds), len(eval_ds),
-                        time.perf_counter() - started)
-    labels = list(eval_ds["labels"])
-    return finish(recipe, state, results,
-                  lambda out: write_classification_plots(state, labels, splits.label_names, out))
+
+    def report(state: TrainerState, seconds: float) -> dict[str, Any]:
+        results = summarize(state, splits.label_names, len(train_ds), len(eval_ds), seconds)
+        labels = list(eval_ds["labels"])
+        return finish(recipe, state, results,
+                      lambda out: write_classification_plots(state, labels, splits.label_names, out))
+    return Run(model, train_loader, eval_loader, text_model_saver(tokenizer),
+               Classification(label_smoothing=t.label_smoothing), report)
 
 
-def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None) -> dict[str, Any]:
+def build_causal_lm(recipe: Recipe) -> Run:
     from hfkit.data.causal_lm import group_into_blocks, load_lm_texts, make_block_loader
     from hfkit.models import create_text_model, text_model_saver
 
-    started, t = time.perf_counter(), recipe.train
+    t = recipe.train
     train_texts, eval_texts = load_lm_texts(recipe.data, t.seed)
     model, tokenizer = create_text_model(recipe.model, recipe.task)
     block = recipe.data.block_size or min(1024, tokenizer.model_max_length,
@@ -126,21 +147,21 @@ def finetune_causal_lm(recipe: Recipe, resume: str | None, max_steps: int | None
     eval_ds = group_into_blocks(eval_texts, tokenizer, block)
     train_loader = make_block_loader(train_ds, t.batch_size, True, t.seed)
     eval_loader = make_block_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)
-    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
-                objective=CausalLM(), resume=resume, max_steps=max_steps)
-    results = summarize(state, [], len(train_ds), len(eval_ds), time.perf_counter() - started)
-    results["block_size"] = block
-    return finish(recipe, state, results, lambda out: None)
+
+    def report(state: TrainerState, seconds: float) -> dict[str, Any]:
+        results = summarize(state, [], len(train_ds), len(eval_ds), seconds)
+        results["block_size"] = block
+        return finish(recipe, state, results, lambda out: None)
+    return Run(model, train_loader, eval_loader, text_model_saver(tokenizer), CausalLM(), report)
 
 
-def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: int | None
-                                ) -> dict[str, Any]:
+def build_question_answering(recipe: Recipe) -> Run:
     from hfkit.data.qa import QACollator, eval_features, load_qa_splits, train_features
     from hfkit.data.text import make_text_loader
     from hfkit.models import create_text_model, text_model_saver
     from hfkit.objectives import ExtractiveQA
 
-    started, t, d = time.perf_counter(), recipe.train, recipe.data
+    t, d = recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task)
     max_length = _max_length(d.max_length, QA_MAX_LENGTH, model, tokenizer)
@@ -155,15 +176,16 @@ def finetune_question_answering(recipe: Recipe, resume: str | None, max_steps: i
                                     collate_fn=collate)
     eval_loader = make_text_loader(eval_ds, tokenizer, t.eval_batch_size or t.batch_size, False, t.seed,
                                    collate_fn=collate)
-    state = fit(recipe, model, train_loader, eval_loader, text_model_saver(tokenizer),
-                objective=objective, resume=resume, max_steps=max_steps)
-    results = summarize(state, [], len(splits.train), len(splits.eval), time.perf_counter() - started)
-    results.update(qa_scorer=objective.scorer, train_windows=len(train_ds), eval_windows=len(eval_ds),
-                   max_length=max_length, doc_stride=d.doc_stride)
-    from hfkit.qa import write_predictions
 
-    nbest = {row["id"]: row["nbest"] for row in state.best_predictions}
-    return finish(recipe, state, results, lambda out: nbest and write_predictions(nbest, out))
+    def report(state: TrainerState, seconds: float) -> dict[str, Any]:
+        from hfkit.qa import write_predictions
+
+        results = summarize(state, [], len(splits.train), len(splits.eval), seconds)
+        results.update(qa_scorer=objective.scorer, train_windows=len(train_ds), eval_windows=len(eval_ds),
+                       max_length=max_length, doc_stride=d.doc_stride)
+        nbest = {row["id"]: row["nbest"] for row in state.best_predictions}
+        return finish(recipe, state, results, lambda out: nbest and write_predictions(nbest, out))
+    return Run(model, train_loader, eval_loader, text_model_saver(tokenizer), objective, report)
 
 
 def _max_length(requested: int | None, default: int, model, tokenizer) -> int:

@@ -109,8 +109,20 @@ def _no_weights_message(name: str, error: Exception) -> str:
             "or train from random weights with --set model.pretrained=false")
 
 
-def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_after: int) -> None:
-    """Freeze the backbone for linear probing, or for the first epochs of freeze-then-unfreeze."""
+def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_after: int,
+                  unfreeze_every: int = 1) -> None:
+    """Freeze the backbone for linear probing, or for the first epochs of freeze-then-unfreeze; with
+    gradual-unfreeze, the head and one more layer group (top down) every ``unfreeze_every`` epochs.
+
+    Only ``requires_grad`` changes: the optimizer holds every parameter from the start (one without
+    a gradient is neither updated nor decayed), so its state survives each change, and the
+    trainable set is a function of the epoch alone, which a resumed run recomputes."""
+    if strategy == "gradual-unfreeze":
+        groups = layer_map(model)
+        lowest = max(groups.values()) - epoch // unfreeze_every
+        for name, p in model.named_parameters():
+            p.requires_grad_(groups[name] >= lowest)
+        return
     head_only = strategy == "linear-probe" or (
         strategy == "freeze-then-unfreeze" and epoch < unfreeze_after)
     for p in model.parameters():
@@ -118,6 +130,48 @@ def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_af
     if head_only:
         for p in classifier(model).parameters():
             p.requires_grad_(True)
+
+
+def layer_map(model: torch.nn.Module) -> dict[str, int]:
+    """Parameter name -> layer group, 0 at the input up to the head at the top: the groups of
+    layer-wise lr decay and of gradual unfreezing.
+
+    timm models: timm's own grouping, the one its ``param_groups_layer_decay`` uses (the model's
+    ``group_matcher``, else ``auto_group_layers``). transformers models: see ``_transformer_layers``.
+    """
+    if getattr(model, "base_model", None) is None:
+        from timm.models import group_parameters
+        from timm.optim import auto_group_layers
+
+        if hasattr(model, "group_matcher"):
+            return group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+        return auto_group_layers(model)
+    return _transformer_layers(model)
+
+
+def _transformer_layers(model: torch.nn.Module) -> dict[str, int]:
+    """Embeddings 0, block i of the layer stack i + 1, everything after the stack (pooler, final
+    norm, the task head) on top.
+
+    The stack is the longest ``ModuleList`` inside ``model.base_model``: BERT/RoBERTa/ELECTRA
+    ``encoder.layer``, DistilBERT ``transformer.layer``, GPT-2 ``h``, Llama/Qwen/Mistral ``layers``;
+    encoder-decoder models (two stacks) are not covered. Parameters are registered in forward order,
+    so those seen before the stack are the embeddings."""
+    names = {id(m): n for n, m in model.named_modules()}
+    stacks = [m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not stacks:
+        raise ValueError(f"{type(model).__name__}: no stack of layers (a ModuleList) to group by depth")
+    stack = max(stacks, key=len)
+    prefix, top = names[id(stack)] + ".", len(stack) + 1
+    groups: dict[str, int] = {}
+    seen_stack = False
+    for name, _ in model.named_parameters():
+        if name.startswith(prefix):
+            seen_stack = True
+            groups[name] = int(name[len(prefix):].split(".")[0]) + 1
+        else:
+            groups[name] = top if seen_stack else 0
+    return groups
 
 
 def classifier(model: torch.nn.Module) -> torch.nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,25 @@ def _step_losses(ax, history: Sequence[dict[str, Any]]) -> None:
         ys += losses
     if ys:
         ax.plot(xs, ys, color="tab:blue", alpha=0.35, linewidth=1, label="train (each step)")
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                 suggestion: float, path: Path) -> None:
+    """The range test: loss against lr (log axis), raw and smoothed, the suggested lr marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses, color="lightgrey", linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, label="smoothed loss")
+    ax.axvline(suggestion, color="tab:red", linestyle="--", linewidth=1,
+               label=f"suggested lr {suggestion:.1e} (steepest descent)")
+    # the divergence at the end would squash the curve: show up to a little above the start
+    finite = [v for v in (*losses, *smoothed) if math.isfinite(v)]
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title="lr range test",
+           ylim=(min(finite) * 0.95, max(smoothed[0], min(finite)) * 1.5))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str],

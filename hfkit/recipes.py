@@ -172,10 +172,17 @@ class TrainArgs:
     without bf16 kernels (AVX2 only) hfkit trains in fp32 instead."""
     seed: int = 42
     """Seed for initialisation, shuffling, augmentation and subsets."""
-    strategy: Literal["full", "linear-probe", "freeze-then-unfreeze"] = "full"
-    """Train everything, only the new head, or the head first and then everything."""
+    strategy: Literal["full", "linear-probe", "freeze-then-unfreeze", "gradual-unfreeze"] = "full"
+    """Train everything, only the new head, the head first and then everything, or the head first
+    and then one more layer group, from the top down, every unfreeze_every_epochs."""
     unfreeze_after_epochs: int = 1
     """With freeze-then-unfreeze: epochs of head-only training before unfreezing."""
+    unfreeze_every_epochs: int = 1
+    """With gradual-unfreeze: epochs between unfreezing one layer group and the next (the groups of
+    layer_lr_decay; a ResNet-18 has 10, a BERT with N layers N + 2)."""
+    layer_lr_decay: float | None = None
+    """Discriminative learning rates: the head trains at train.lr and each layer group below it at
+    this factor times the lr of the group above (e.g. 0.7; null or 1: one lr for all)."""
     checkpoint_steps: int | None = None
     """Also save a resumable checkpoint every N optimizer steps within epochs."""
     checkpoint_epochs: int = 1
@@ -205,6 +212,7 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "gradient_accumulation_steps", "unfreeze_after_epochs",
+                    "unfreeze_every_epochs",
                     "keep_checkpoints", "eval_batch_size", "checkpoint_steps", "checkpoint_epochs",
                     "early_stopping_patience"):
             _check_positive(f"train.{key}", getattr(self, key))
@@ -221,6 +229,8 @@ class TrainArgs:
         if (self.mixup or self.cutmix) and self.batch_size % 2:
             raise RecipeError(f"train.mixup/cutmix pair images within a batch: train.batch_size must be "
                               f"even, got {self.batch_size}")
+        if self.layer_lr_decay is not None and not 0.0 < self.layer_lr_decay <= 1.0:
+            raise RecipeError(f"train.layer_lr_decay must be in (0, 1] or null, got {self.layer_lr_decay}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise RecipeError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
 

@@ -3,10 +3,10 @@
 A task's recipe name, model family and transformers Auto class, the architectures that mark a
 folder as one of its models, its Hub pipeline tag and card wording, the command and the demo
 that use its models, the metric its curves plot, and the recipe fields it reads. Code that
-trains or serves a task is named by ``module:attribute`` (``runner``, ``predictor``) and imported
+trains or serves a task is named by ``module:attribute`` (``builder``, ``predictor``) and imported
 on first use, so this module imports nothing of hfkit and sits below all of it.
 
-Adding a task: one ``register(Task(...))`` here, its runner in :mod:`hfkit.finetune`, its data
+Adding a task: one ``register(Task(...))`` here, its builder in :mod:`hfkit.finetune`, its data
 loader in :mod:`hfkit.data`.
 """
 
@@ -25,7 +25,8 @@ COMMON_FIELDS = frozenset({
     "train.schedule", "train.warmup_ratio", "train.gradient_accumulation_steps", "train.max_grad_norm",
     "train.mixed_precision", "train.seed", "train.checkpoint_steps", "train.checkpoint_epochs",
     "train.keep_checkpoints", "train.early_stopping_patience", "train.tensorboard", "train.compile",
-    "train.compile_mode", "train.ema_decay", "eval.metric", "eval.greater_is_better"}) | {
+    "train.compile_mode", "train.ema_decay", "train.layer_lr_decay", "eval.metric",
+    "eval.greater_is_better"}) | {
     f"hub.{k}" for k in ("push", "repo_id", "private", "license", "revision", "create_pr", "commit_message")}
 TEXT_FIELDS = frozenset({"model.attention_dropout"})
 
@@ -37,7 +38,7 @@ class Task:
     pipeline_tag: str
     title: str  # the Hub's name of the pipeline tag, in a card's model-index
     summary: str  # the card's first words: "An image classifier"
-    runner: str  # module:function that trains a recipe of this task
+    builder: str  # module:function that builds a recipe's model, data loaders and objective
     predictor: str  # module:class that serves its models
     command: str  # the hfkit command for its models, with {} for the model
     demo: str  # the name of its demo in hfkit.demo
@@ -50,8 +51,8 @@ class Task:
     exporter: str = ""  # module:class that exports its models to ONNX ("": not exportable)
     onnx_predictor: str = ""  # module:class that serves an export of it with onnxruntime
 
-    def load(self, what: Literal["runner", "predictor", "exporter", "onnx_predictor"]):
-        """The function or class named by ``runner``/``predictor``/..., imported now."""
+    def load(self, what: Literal["builder", "predictor", "exporter", "onnx_predictor"]):
+        """The function or class named by ``builder``/``predictor``/..., imported now."""
         module, _, attribute = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), attribute)
 
@@ -89,7 +90,7 @@ def for_config(config: dict) -> Task | None:
 register(Task(
     name="image-classification", family="timm", pipeline_tag="image-classification",
     title="Image Classification", summary="An image classifier",
-    runner="hfkit.finetune:finetune_image_classification", predictor="hfkit.inference:ImageClassifier",
+    builder="hfkit.finetune:build_image_classification", predictor="hfkit.inference:ImageClassifier",
     command="predict --model {} image.jpg", demo="image", curve_metric="accuracy",
     architectures=("ForImageClassification",),
     exporter="hfkit.export:ImageExport", onnx_predictor="hfkit.export:OnnxImageClassifier",
@@ -98,21 +99,22 @@ register(Task(
                       "data.cache_images", "data.hflip", "data.color_jitter", "data.auto_augment",
                       "data.in_memory", "data.crop_padding", "data.random_erasing", "data.erase_size",
                       "train.label_smoothing", "train.strategy", "train.unfreeze_after_epochs",
-                      "train.mixup", "train.cutmix", "eval.num_preview_images", "eval.tta_hflip"})))
+                      "train.unfreeze_every_epochs", "train.mixup", "train.cutmix",
+                      "eval.num_preview_images", "eval.tta_hflip"})))
 register(Task(
     name="text-classification", family="transformers", pipeline_tag="text-classification",
     title="Text Classification", summary="A text classifier",
-    runner="hfkit.finetune:finetune_text_classification", predictor="hfkit.inference:TextClassifier",
+    builder="hfkit.finetune:build_text_classification", predictor="hfkit.inference:TextClassifier",
     command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
     auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
     exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
     fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.label_column", "data.max_length",
                           "data.group_by_length", "train.label_smoothing", "train.strategy",
-                          "train.unfreeze_after_epochs"}))
+                          "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"}))
 register(Task(
     name="causal-lm", family="transformers", pipeline_tag="text-generation",
     title="Text Generation", summary="A causal language model", does=" that continues a text",
-    runner="hfkit.finetune:finetune_causal_lm", predictor="hfkit.inference:generate",
+    builder="hfkit.finetune:build_causal_lm", predictor="hfkit.inference:generate",
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
     exporter="hfkit.export:CausalLMExport",  # logits only: no onnxruntime generation yet
@@ -121,7 +123,7 @@ register(Task(
     name="question-answering", family="transformers", pipeline_tag="question-answering",
     title="Question Answering", summary="An extractive question-answering model",
     does=" that points at the answer to a question in a given text",
-    runner="hfkit.finetune:finetune_question_answering", predictor="hfkit.inference:QuestionAnswerer",
+    builder="hfkit.finetune:build_question_answering", predictor="hfkit.inference:QuestionAnswerer",
     command='qa --model {} --question "..." --context "..."', demo="qa", curve_metric="f1",
     auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
     exporter="hfkit.export:QAExport", onnx_predictor="hfkit.export:OnnxQuestionAnswerer",

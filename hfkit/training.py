@@ -38,7 +38,7 @@ from hfkit.devices import (
     training_precision,
     write_launcher_defaults,
 )
-from hfkit.models import set_trainable
+from hfkit.models import layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
 from hfkit.recipes import Recipe, flat_fields, save_recipe
 
@@ -125,6 +125,8 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, t)
+    if t.layer_lr_decay not in (None, 1.0):
+        accelerator.print(describe_lr_groups(model, optimizer))
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader)
     ema = None
@@ -167,9 +169,56 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
 
 
 def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
-    """timm's optimizer factory with the recipe's settings (``t``: the recipe's TrainArgs)."""
-    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay,
-                               momentum=t.momentum, filter_bias_and_bn=not t.weight_decay_norm_and_bias)
+    """timm's optimizer factory with the recipe's settings (``t``: the recipe's TrainArgs).
+
+    Every parameter goes in, also those a strategy freezes later (see ``set_trainable``). With
+    ``layer_lr_decay`` each layer group gets ``lr * decay ** (depth below the head)``: timm's own
+    grouping for timm models, ``layer_map``'s for transformers models.
+    """
+    decay = t.layer_lr_decay if t.layer_lr_decay not in (None, 1.0) else None
+    optimizer = create_optimizer_v2(
+        model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
+        filter_bias_and_bn=not t.weight_decay_norm_and_bias, layer_decay=decay,
+        param_group_fn=(lambda m: _transformer_lr_groups(m, t, decay))
+        if decay and getattr(model, "base_model", None) is not None else None)
+    # timm's groups carry an lr_scale that only timm's schedulers apply; set it as each group's lr,
+    # which the LambdaLR schedule then scales (it multiplies each group's initial lr: ratios stay)
+    for group in optimizer.param_groups:
+        group["lr"] = t.lr * group.get("lr_scale", 1.0)
+    return optimizer
+
+
+def _transformer_lr_groups(model: torch.nn.Module, t, decay: float) -> list[dict[str, Any]]:
+    """Param groups per layer group and weight decay, as timm's ``param_groups_layer_decay``
+    makes them for timm models (biases and norm weights undecayed unless weight_decay_norm_and_bias)."""
+    layers = layer_map(model)
+    top = max(layers.values())
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        decayed = t.weight_decay_norm_and_bias or p.ndim > 1
+        group = groups.setdefault((layers[name], decayed), {
+            "params": [], "lr_scale": decay ** (top - layers[name]),
+            "weight_decay": t.weight_decay if decayed else 0.0})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def describe_lr_groups(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """One line: each layer group's name and lr, top down (``fc 1.0e-03, layer4.1 7.0e-04, ...``)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_lr: dict[float, list[str]] = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], []).extend(names[id(p)] for p in group["params"] if id(p) in names)
+    parts = [f"{_group_label(params)} {lr:.1e}" for lr, params in sorted(by_lr.items(), reverse=True)]
+    return f"Layer-wise lr decay: {len(parts)} groups, top down: {', '.join(parts)}"
+
+
+def _group_label(names: list[str]) -> str:
+    """The module path the names share (``layer4.1``), else their distinct two-part prefixes
+    (``conv1+bn1``, ``bert.pooler+classifier``)."""
+    split = [n.split(".")[:-1] or [n] for n in names]
+    common = os.path.commonprefix(split)
+    return ".".join(common) if common else "+".join(dict.fromkeys(".".join(p[:2]) for p in split))
 
 
 class StopRequest:
@@ -279,8 +328,8 @@ class _Loop:
         """Train until the epoch ends (metrics) or --max-steps is reached (None)."""
         s, acc = self.state, self.acc
         self.epoch_started = time.perf_counter()
-        set_trainable(self.plain_model(), self.t.strategy, s.epoch,
-                      self.t.unfreeze_after_epochs)
+        set_trainable(self.plain_model(), self.t.strategy, s.epoch, self.t.unfreeze_after_epochs,
+                      self.t.unfreeze_every_epochs)
         self.train_loader.set_epoch(s.epoch)
         loader = self.train_loader
         if s.batches_in_epoch:

@@ -11,7 +11,7 @@ from hfkit.recipes import list_recipes, load_recipe
 @pytest.mark.parametrize("name", list(tasks.TASKS))
 def test_each_task_names_code_that_exists(name):
     task = tasks.TASKS[name]
-    assert callable(task.load("runner")) and callable(task.load("predictor"))
+    assert callable(task.load("builder")) and callable(task.load("predictor"))
     assert task.command.split()[0] in ("predict", "qa", "generate") and "{}" in task.command
     from hfkit.demo import BUILDERS
 
