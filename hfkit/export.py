@@ -47,7 +47,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from hfkit.inference import ImageClassifier, QuestionAnswerer, TextClassifier, _load_causal_lm, class_names
+from hfkit.inference import ImageClassifier, QuestionAnswerer, TextClassifier, _load_causal_lm
 from hfkit.models import position_limit
 from hfkit.results import ONNX_FILE, QA_DEFAULTS, ResultFolder, read_result
 
@@ -547,7 +547,7 @@ class OnnxTextClassifier(TextClassifier):
         self.device = _cpu(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder))
-        self.labels = class_names(self.model.config)
+        self.use(folder)
 
 
 class OnnxQuestionAnswerer(QuestionAnswerer):

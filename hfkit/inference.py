@@ -73,13 +73,20 @@ class TextClassifier:
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
         self.model.to(self.device).eval()
+        self.use(name_or_path)
+
+    def use(self, name_or_path: str) -> None:
+        """Labels, and texts cut where training and evaluation cut them (the run's data.max_length),
+        else where the model stops (at most 512 tokens)."""
         self.labels = class_names(self.model.config)
+        limit = min(position_limit(self.model.config, self.tokenizer), 512)
+        self.max_length = min(read_result(name_or_path).max_length() or limit, limit)
 
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) for each text, best first; texts are padded per batch only."""
         enc = self.tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt",
-                             max_length=min(self.tokenizer.model_max_length, 512)).to(self.device)
+                             max_length=self.max_length).to(self.device)
         probs = self.model(**enc).logits.float().softmax(-1)
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]

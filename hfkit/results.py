@@ -79,6 +79,12 @@ class ResultFolder:
         """One section of the saved recipe (``data``, ``train``, ...), {} if absent."""
         return self.recipe.get(name) or {}
 
+    def max_length(self) -> int | None:
+        """Where training and evaluation cut a text classifier's inputs (the recipe's
+        ``data.max_length``); None when the folder has no recipe or it left the default."""
+        value = self.section("data").get("max_length")
+        return value if isinstance(value, int) else None
+
     def qa_settings(self, **given: int | None) -> dict[str, int]:
         """Window and answer length for answering: what is ``given``, else what training used (a
         QA result folder's recipe), else :data:`QA_DEFAULTS` — so answering decodes as evaluation did."""

@@ -113,3 +113,27 @@ def test_generation_is_repeatable_with_a_seed(gpt2_run):
     greedy = _hfkit("generate", "--model", str(gpt2_run), "--prompt", "the quick brown",
                     "--max-new-tokens", "6", "--temperature", "0")
     assert "fox" in greedy.stdout  # the memorised continuation
+
+
+def test_predict_cuts_texts_where_training_did(tiny_bert_dir, tmp_path):
+    """A run trained on 8-token texts: hfkit predict on a long text answers as the model does on its
+    first 8 tokens, as the evaluation scored it (not on 128, the model's own limit)."""
+    import shutil
+
+    import torch
+
+    from hfkit.inference import TextClassifier
+    from hfkit.recipes import load_recipe, save_recipe
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_bert_dir, run)
+    save_recipe(load_recipe("imdb", ["data.max_length=8"], output_dir=str(run)), run / "recipe.yaml")
+    classifier = TextClassifier(str(run), "cpu")
+    assert classifier.max_length == 8
+    text = "a wonderful film , the actors were brilliant and the story kept me hooked " * 4
+    (ranked,) = classifier.predict([text], top_k=2)
+    enc = classifier.tokenizer([text], truncation=True, max_length=8, return_tensors="pt")
+    with torch.no_grad():
+        probs = classifier.model(**enc).logits.softmax(-1)[0]
+    assert [s for _, s in ranked] == pytest.approx(sorted(probs.tolist(), reverse=True), abs=1e-6)
+    assert TextClassifier(str(tiny_bert_dir), "cpu").max_length == 128  # no recipe: the model's limit
