@@ -73,6 +73,17 @@ def tiny_overrides(image_folder: Path) -> list[str]:
     return tiny_image_overrides(image_folder)
 
 
+def write_image_run(root: Path) -> Path:
+    """A timm result folder (two classes, ants and bees) trained for one epoch in seconds: ``root/run``."""
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = write_image_folder(root / "images", {"train": 8, "val": 4})
+    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0"]
+    finetune(load_recipe("hymenoptera", overrides, output_dir=str(root / "run")))
+    return root / "run"
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """Each in-process run builds its own Accelerator (precision may differ between tests)."""

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from conftest import REPO, make_image, tiny_image_overrides, write_image_folder
+from conftest import REPO, make_image, write_image_run
 
 from hfkit import demo as demos
 
@@ -38,15 +38,7 @@ QUESTION, CONTEXT = "谁是人工智能之父？", "艾伦·图灵是人工智�
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
-    """A timm result folder (two classes, ants and bees), trained for one epoch in seconds."""
-    from hfkit.finetune import finetune
-    from hfkit.recipes import load_recipe
-
-    root = tmp_path_factory.mktemp("demo-image")
-    data = write_image_folder(root / "images", {"train": 8, "val": 4})
-    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0"]
-    finetune(load_recipe("hymenoptera", overrides, output_dir=str(root / "run")))
-    return root / "run"
+    return write_image_run(tmp_path_factory.mktemp("demo-image"))
 
 
 @pytest.fixture(scope="module")

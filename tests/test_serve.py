@@ -10,21 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_image, tiny_image_overrides, write_image_folder
+from conftest import make_image, write_image_run
 
 from hfkit import serve
 
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
-    from hfkit.finetune import finetune
-    from hfkit.recipes import load_recipe
-
-    root = tmp_path_factory.mktemp("serve-image")
-    data = write_image_folder(root / "images", {"train": 8, "val": 4})
-    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0"]
-    finetune(load_recipe("hymenoptera", overrides, output_dir=str(root / "run")))
-    return root / "run"
+    return write_image_run(tmp_path_factory.mktemp("serve-image"))
 
 
 @pytest.fixture(scope="module")

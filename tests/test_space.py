@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, tiny_image_overrides, write_image_folder
+from conftest import REPO, write_image_run
 from fakehub import FakeHub, fake_hub, set_offline  # noqa: F401
 
 from hfkit.cli import main
@@ -26,15 +26,7 @@ SPACE_TOP = {"app.py", "README.md", "requirements.txt"}
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
-    """A timm result folder (two classes, ants and bees), trained for one epoch in seconds."""
-    from hfkit.finetune import finetune
-    from hfkit.recipes import load_recipe
-
-    root = tmp_path_factory.mktemp("space-image")
-    data = write_image_folder(root / "images", {"train": 8, "val": 4})
-    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0"]
-    finetune(load_recipe("hymenoptera", overrides, output_dir=str(root / "run")))
-    return root / "run"
+    return write_image_run(tmp_path_factory.mktemp("space-image"))
 
 
 @pytest.fixture
