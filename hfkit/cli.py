@@ -242,6 +242,22 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def merge_command(args: argparse.Namespace) -> int:
+    from hfkit.lora import merge_adapter
+
+    out = merge_adapter(args.run_dir, args.out)
+    print(f"Merged the LoRA adapter of {args.run_dir} into its base model -> {out}/ (a plain model folder)")
+    return 0
+
+
+def add_merge_parser(sub) -> None:
+    p = sub.add_parser("merge", help="merge a LoRA result folder's adapter into its base model: a plain "
+                       "model folder")
+    p.add_argument("run_dir", help="result folder of a train.strategy=lora run, e.g. runs/imdb-lora")
+    p.add_argument("--out", required=True, help="new folder for the merged model")
+    p.set_defaults(func=merge_command)
+
+
 def add_lr_find_parser(sub) -> None:
     p = sub.add_parser("lr-find", help="learning-rate range test on a recipe: plot and suggested train.lr")
     p.add_argument("--recipe", required=True, help="a registered recipe name or a YAML file, as for finetune")
@@ -292,6 +308,7 @@ EXAMPLES = {
                 "hfkit lr-find --recipe imdb --steps 50 --end 1e-2 --apply imdb-lr.yaml"],
     "recipes": ["hfkit recipes", "hfkit recipes --show cifar10 --set train.lr=0.2"],
     "show": ["hfkit show runs/ants"],
+    "merge": ["hfkit merge runs/imdb-lora --out runs/imdb-merged"],
     "predict": ["hfkit predict --model runs/ants bee.jpg ant.jpg --top-k 2",
                 'hfkit predict --model runs/imdb "A wonderful film."',
                 "hfkit predict --model runs/ants/onnx bee.jpg  # an export folder: onnxruntime"],
@@ -330,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=finetune_command)
     add_lr_find_parser(sub)
+    add_merge_parser(sub)
     p = sub.add_parser("recipes", help="list the registered recipes, or show one's fields")
     p.add_argument("--show", metavar="NAME|FILE",
                    help="print the fields the recipe's task reads: value and meaning of each")

@@ -133,6 +133,9 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     found = read_result(run_dir)
     if found.onnx:
         raise ValueError(f"'{run_dir}' is already an ONNX export; export the result folder it came from")
+    if found.adapter:  # the ONNX graph needs one set of weights, not base + adapter
+        raise ValueError(f"'{run_dir}' is a LoRA adapter folder: merge it first (hfkit merge {run_dir} --out "
+                         "DIR), then export DIR")
     if not found.task.exporter:
         raise ValueError(f"hfkit cannot export {found.task.name} models to ONNX yet")
     if out_dir is None and not Path(run_dir).expanduser().is_dir():

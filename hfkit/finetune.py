@@ -19,6 +19,7 @@ from hfkit import plots, tasks
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.devices import launcher_pid, process_state
 from hfkit.hub import AGAIN, push
+from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import create_image_model, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
@@ -117,6 +118,7 @@ def build_text_classification(recipe: Recipe) -> Run:
     t = recipe.train
     splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task, splits.label_names)
+    model = adapt(model, recipe)
     # tokenizers without a limit report a huge model_max_length; BERT-style models stop at 512
     max_length = _max_length(recipe.data.max_length, min(tokenizer.model_max_length or 512, 512), model,
                              tokenizer)
@@ -141,6 +143,7 @@ def build_causal_lm(recipe: Recipe) -> Run:
     t = recipe.train
     train_texts, eval_texts = load_lm_texts(recipe.data, t.seed)
     model, tokenizer = create_text_model(recipe.model, recipe.task)
+    model = adapt(model, recipe)
     block = recipe.data.block_size or min(1024, tokenizer.model_max_length,
                                           getattr(model.config, "n_positions", 1024))
     train_ds = group_into_blocks(train_texts, tokenizer, block)
@@ -164,6 +167,7 @@ def build_question_answering(recipe: Recipe) -> Run:
     t, d = recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
     model, tokenizer = create_text_model(recipe.model, recipe.task)
+    model = adapt(model, recipe)
     max_length = _max_length(d.max_length, QA_MAX_LENGTH, model, tokenizer)
     train_ds = train_features(splits.train, tokenizer, max_length, d.doc_stride)
     windows = eval_features(splits.eval, tokenizer, max_length, d.doc_stride)
@@ -186,6 +190,18 @@ def build_question_answering(recipe: Recipe) -> Run:
         nbest = {row["id"]: row["nbest"] for row in state.best_predictions}
         return finish(recipe, state, results, lambda out: nbest and write_predictions(nbest, out))
     return Run(model, train_loader, eval_loader, text_model_saver(tokenizer), objective, report)
+
+
+def adapt(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
+    """With ``train.strategy=lora``, ``model`` in LoRA adapters (:mod:`hfkit.lora`), its trainable
+    share printed; else ``model``."""
+    if recipe.train.strategy != "lora":
+        return model
+    model = add_lora(model, recipe.train, recipe.task, base_source(recipe.model))
+    trainable, total = trainable_parameters(model)
+    process_state().print(f"LoRA: training {trainable:,} of {total:,} parameters "
+                          f"({100 * trainable / total:.2f}%: adapters and task head)")
+    return model
 
 
 def _max_length(requested: int | None, default: int, model, tokenizer) -> int:

@@ -40,6 +40,19 @@ SPACE_PREVIEW = "space"
 AGAIN = "run the same command again"
 
 
+def _check_adapter_base(folder: Path) -> None:
+    """A LoRA adapter goes up alone, so its base model must be one others can load: a Hub id."""
+    from hfkit.results import ADAPTER_CONFIG, read_result
+
+    if not (folder / ADAPTER_CONFIG).is_file():
+        return
+    base = read_result(str(folder)).base_model or ""
+    if Path(base).is_absolute() or Path(base).expanduser().exists():
+        raise ValueError(f"'{folder}' is a LoRA adapter on the local model folder {base}, which nobody who "
+                         f"downloads it has: merge it (hfkit merge {folder} --out DIR) and push DIR, or "
+                         "train the adapter on a Hub model id")
+
+
 def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | None]:
     """(files uploaded as they are, files and folders left out, pickle converted to model.safetensors).
 
@@ -53,6 +66,7 @@ def push_plan(folder: str | os.PathLike) -> tuple[list[str], list[str], str | No
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"no result folder {folder}")
+    _check_adapter_base(folder)
     entries = sorted(folder.iterdir())
     files = [p.name for p in entries if p.is_file()]
     picked = _shareable(files)

@@ -15,6 +15,7 @@ import torch
 from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
 from hfkit.devices import default_device
+from hfkit.lora import load_text_model
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.offline import is_hub_id, loading_weights
 from hfkit.qa import top_spans
@@ -71,7 +72,7 @@ class TextClassifier:
         self.device = default_device(device)
         with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+            self.model = load_text_model(AutoModelForSequenceClassification, name_or_path)
         self.model.to(self.device).eval()
         self.use(name_or_path)
 
@@ -190,7 +191,7 @@ def _load_causal_lm(name_or_path: str, device: str | None):
     device = default_device(device)
     with loading_weights(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        model = load_text_model(AutoModelForCausalLM, name_or_path)
     return model.to(device).eval(), tokenizer
 
 
@@ -221,8 +222,8 @@ class QuestionAnswerer:
         self.device = default_device(device)
         with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            self.model = AutoModelForQuestionAnswering.from_pretrained(name_or_path,
-                                                                       dtype=PRECISIONS[precision])
+            self.model = load_text_model(AutoModelForQuestionAnswering, name_or_path,
+                                         dtype=PRECISIONS[precision])
         self.use(self.model.to(self.device).eval(), name_or_path, max_length, doc_stride)
 
     def use(self, model, name: str, max_length: int, doc_stride: int) -> None:

@@ -17,6 +17,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._hub import save_for_hf
 from timm.models.resnet import BasicBlock, ResNet
 
+from hfkit.lora import is_adapter_model, save_adapter
 from hfkit.offline import loading_weights, offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
 from hfkit.tasks import TASKS
@@ -117,6 +118,8 @@ def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_af
     Only ``requires_grad`` changes: the optimizer holds every parameter from the start (one without
     a gradient is neither updated nor decayed), so its state survives each change, and the
     trainable set is a function of the epoch alone, which a resumed run recomputes."""
+    if strategy == "lora":  # peft froze all but the adapters and the head, once, when it wrapped the model
+        return
     if strategy == "gradual-unfreeze":
         groups = layer_map(model)
         lowest = max(groups.values()) - epoch // unfreeze_every
@@ -261,9 +264,13 @@ def _attention_dropout(source: str, value: float | None) -> dict[str, float]:
 
 
 def text_model_saver(tokenizer):
-    """A ``save_model`` for the training loop: safetensors weights, config and the tokenizer."""
+    """A ``save_model`` for the training loop: safetensors weights (a LoRA model's adapter only, see
+    :mod:`hfkit.lora`), config and the tokenizer."""
     def save(model: torch.nn.Module, folder: Path) -> None:
-        model.save_pretrained(folder)  # safetensors: the only format transformers 5 writes
+        if is_adapter_model(model):
+            save_adapter(model, folder)
+        else:
+            model.save_pretrained(folder)  # safetensors: the only format transformers 5 writes
         tokenizer.save_pretrained(folder)
     return save
 

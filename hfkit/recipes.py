@@ -172,9 +172,21 @@ class TrainArgs:
     without bf16 kernels (AVX2 only) hfkit trains in fp32 instead."""
     seed: int = 42
     """Seed for initialisation, shuffling, augmentation and subsets."""
-    strategy: Literal["full", "linear-probe", "freeze-then-unfreeze", "gradual-unfreeze"] = "full"
-    """Train everything, only the new head, the head first and then everything, or the head first
-    and then one more layer group, from the top down, every unfreeze_every_epochs."""
+    strategy: Literal["full", "linear-probe", "freeze-then-unfreeze", "gradual-unfreeze", "lora"] = "full"
+    """Train everything, only the new head, the head first and then everything, the head first
+    and then one more layer group, from the top down, every unfreeze_every_epochs, or (transformers)
+    LoRA adapters on a frozen model plus the whole task head (the result folder holds the adapter)."""
+    lora_r: int = 8
+    """With lora: rank of each adapter (trainable parameters per adapted Linear: r * (in + out))."""
+    lora_alpha: float = 16.0
+    """With lora: scale of the adapters' update (applied as lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """With lora: dropout on the adapters' input in training."""
+    lora_target_modules: str | None = None
+    """With lora: comma-separated names of the Linear layers that get adapters (``query,value``;
+    a name matches a module whose path ends with it). Null: peft's default for the architecture,
+    the attention's query and value projections (BERT ``query,value``, GPT-2 ``c_attn``, Llama/Qwen
+    ``q_proj,v_proj``); an architecture peft has no default for must name them."""
     unfreeze_after_epochs: int = 1
     """With freeze-then-unfreeze: epochs of head-only training before unfreezing."""
     unfreeze_every_epochs: int = 1
@@ -231,8 +243,22 @@ class TrainArgs:
                               f"even, got {self.batch_size}")
         if self.layer_lr_decay is not None and not 0.0 < self.layer_lr_decay <= 1.0:
             raise RecipeError(f"train.layer_lr_decay must be in (0, 1] or null, got {self.layer_lr_decay}")
+        _check_positive("train.lora_r", self.lora_r)
+        if self.lora_alpha <= 0:
+            raise RecipeError(f"train.lora_alpha must be > 0, got {self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise RecipeError(f"train.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_target_modules is not None and not self.target_modules():
+            raise RecipeError("train.lora_target_modules must name modules (query,value) or be null")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise RecipeError(f"train.max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+
+
+    def target_modules(self) -> list[str] | None:
+        """``lora_target_modules`` as peft's list of name suffixes (None: peft's default)."""
+        if self.lora_target_modules is None:
+            return None
+        return [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
 
 
 @dataclass
@@ -305,6 +331,10 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise RecipeError(f"task: unknown task '{self.task}'; one of {', '.join(TASKS)}")
+        strategies = TASKS[self.task].strategies
+        if self.train.strategy not in strategies:
+            raise RecipeError(f"train.strategy={self.train.strategy}: a {self.task} recipe trains with "
+                              f"{', '.join(strategies)}")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
 

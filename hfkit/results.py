@@ -20,6 +20,8 @@ from hfkit import tasks
 from hfkit.offline import is_hub_id, loading_weights
 from hfkit.recipes import QA_MAX_LENGTH, DataArgs, EvalArgs
 
+RUN_FILES = ("recipe.yaml", "all_results.json")  # how a model was made, read beside its config.json
+ADAPTER_CONFIG = "adapter_config.json"  # peft's: a LoRA adapter folder, loaded on its base model
 ONNX_FILE = "model.onnx"  # the model of an export folder, beside its config.json and preprocessing
 # how answering windows and spans when neither the user nor a QA result folder says: as training
 QA_DEFAULTS = {"max_answer_length": EvalArgs.max_answer_length, "doc_stride": DataArgs.doc_stride,
@@ -33,6 +35,17 @@ class ResultFolder:
     recipe: dict[str, Any] = field(default_factory=dict)  # recipe.yaml as saved ({} if none)
     results: dict[str, Any] = field(default_factory=dict)  # all_results.json ({} if none)
     onnx: bool = False  # an export folder (hfkit export): model.onnx is the model, run by onnxruntime
+    adapter_config: dict[str, Any] = field(default_factory=dict)  # peft's, in a LoRA adapter folder
+
+    @property
+    def adapter(self) -> bool:
+        """A LoRA adapter folder (``train.strategy=lora``): the weights are an adapter on a base model."""
+        return bool(self.adapter_config)
+
+    @property
+    def base_model(self) -> str | None:
+        """The adapter's base model: a Hub id or a folder (None for a plain model folder)."""
+        return self.adapter_config.get("base_model_name_or_path")
 
     @property
     def family(self) -> str:
@@ -103,7 +116,8 @@ def describe_result(name_or_path: str) -> str:
     task, recipe = found.task, found.recipe
     labels = found.labels
     lines = [f"{name_or_path}: {task.name} ({found.family} {found.architecture}"
-             + (", ONNX export)" if found.onnx else ")")
+             + (", ONNX export)" if found.onnx else f", LoRA adapter on {found.base_model})" if found.adapter
+                else ")")
              + (f", {len(labels)} classes: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}"
                 if labels else "")]
     if recipe:
@@ -136,7 +150,8 @@ def read_result(name_or_path: str) -> ResultFolder:
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"'{name_or_path}' has no config.json: is it a result or model folder?")
         return ResultFolder(name_or_path, _json(folder / "config.json"), _yaml(folder / "recipe.yaml"),
-                            _json(folder / "all_results.json"), onnx=is_export(name_or_path))
+                            _json(folder / "all_results.json"), onnx=is_export(name_or_path),
+                            adapter_config=_json(folder / ADAPTER_CONFIG))
     if folder.exists() or not is_hub_id(name_or_path):
         raise FileNotFoundError(f"no model folder '{name_or_path}' (looked in {Path.cwd()})")
     return _read_hub(name_or_path.removeprefix("hf-hub:"))
@@ -160,8 +175,9 @@ def _read_hub(repo_id: str) -> ResultFolder:
         except Exception:  # not in the repo, or not cached offline: the folder is read without it
             return None
 
-    recipe, results = optional("recipe.yaml"), optional("all_results.json")
-    return ResultFolder(repo_id, config, _yaml(recipe) if recipe else {}, _json(results) if results else {})
+    recipe, results, adapter = optional("recipe.yaml"), optional("all_results.json"), optional(ADAPTER_CONFIG)
+    return ResultFolder(repo_id, config, _yaml(recipe) if recipe else {}, _json(results) if results else {},
+                        adapter_config=_json(adapter) if adapter else {})
 
 
 def _json(path: Path) -> dict:

@@ -29,6 +29,9 @@ COMMON_FIELDS = frozenset({
     "eval.greater_is_better"}) | {
     f"hub.{k}" for k in ("push", "repo_id", "private", "license", "revision", "create_pr", "commit_message")}
 TEXT_FIELDS = frozenset({"model.attention_dropout"})
+LORA_FIELDS = frozenset({"train.strategy", "train.lora_r", "train.lora_alpha", "train.lora_dropout",
+                         "train.lora_target_modules"})
+FREEZING = ("full", "linear-probe", "freeze-then-unfreeze", "gradual-unfreeze")  # strategies of a classifier
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Task:
     labels: bool = True  # whether its models have class labels
     exporter: str = ""  # module:class that exports its models to ONNX ("": not exportable)
     onnx_predictor: str = ""  # module:class that serves an export of it with onnxruntime
+    strategies: tuple[str, ...] = ("full",)  # the train.strategy values it trains with
+    peft_task_type: str = ""  # peft's TaskType of its LoRA models ("": no LoRA)
 
     def load(self, what: Literal["builder", "predictor", "exporter", "onnx_predictor"]):
         """The function or class named by ``builder``/``predictor``/..., imported now."""
@@ -100,7 +105,7 @@ register(Task(
                       "data.in_memory", "data.crop_padding", "data.random_erasing", "data.erase_size",
                       "train.label_smoothing", "train.strategy", "train.unfreeze_after_epochs",
                       "train.unfreeze_every_epochs", "train.mixup", "train.cutmix",
-                      "eval.num_preview_images", "eval.tta_hflip"})))
+                      "eval.num_preview_images", "eval.tta_hflip"}), strategies=FREEZING))
 register(Task(
     name="text-classification", family="transformers", pipeline_tag="text-classification",
     title="Text Classification", summary="A text classifier",
@@ -108,9 +113,10 @@ register(Task(
     command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
     auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
     exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
-    fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.label_column", "data.max_length",
-                          "data.group_by_length", "train.label_smoothing", "train.strategy",
-                          "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"}))
+    fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.label_column",
+                                        "data.max_length", "data.group_by_length", "train.label_smoothing",
+                                        "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"},
+    strategies=(*FREEZING, "lora"), peft_task_type="SEQ_CLS"))
 register(Task(
     name="causal-lm", family="transformers", pipeline_tag="text-generation",
     title="Text Generation", summary="A causal language model", does=" that continues a text",
@@ -118,7 +124,8 @@ register(Task(
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
     exporter="hfkit.export:CausalLMExport",  # logits only: no onnxruntime generation yet
-    fields=TEXT_FIELDS | {"data.config", "data.text_column", "data.block_size"}))
+    fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.block_size"},
+    strategies=("full", "lora"), peft_task_type="CAUSAL_LM"))
 register(Task(
     name="question-answering", family="transformers", pipeline_tag="question-answering",
     title="Question Answering", summary="An extractive question-answering model",
@@ -127,5 +134,6 @@ register(Task(
     command='qa --model {} --question "..." --context "..."', demo="qa", curve_metric="f1",
     auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
     exporter="hfkit.export:QAExport", onnx_predictor="hfkit.export:OnnxQuestionAnswerer",
-    fields=TEXT_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",
-                          "eval.max_answer_length", "eval.qa_scorer"}))
+    fields=TEXT_FIELDS | LORA_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",
+                                        "eval.max_answer_length", "eval.qa_scorer"},
+    strategies=("full", "lora"), peft_task_type="QUESTION_ANS"))
