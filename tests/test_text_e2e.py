@@ -137,3 +137,32 @@ def test_predict_cuts_texts_where_training_did(tiny_bert_dir, tmp_path):
         probs = classifier.model(**enc).logits.softmax(-1)[0]
     assert [s for _, s in ranked] == pytest.approx(sorted(probs.tolist(), reverse=True), abs=1e-6)
     assert TextClassifier(str(tiny_bert_dir), "cpu").max_length == 128  # no recipe: the model's limit
+
+
+def test_a_resumed_text_run_with_dropout_equals_an_uninterrupted_one(tiny_bert_dir, tmp_path):
+    """Dropout draws from torch's global generator, which checkpoints restore; nothing else may draw
+    from it (a DataLoader's iterator takes its seed from there unless it has a generator of its own),
+    or a resumed run masks other units than an uninterrupted one."""
+    import torch
+    from safetensors.torch import load_file
+    from test_lora import _reviews
+
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+    from hfkit.training import find_checkpoint
+
+    data = _reviews(tmp_path / "data")
+    overrides = ["train.mixed_precision=no", "train.batch_size=8", "train.lr=1e-3", "train.optimizer=adamw",
+                 f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=32", "train.epochs=2",
+                 "train.keep_checkpoints=5"]  # 4 steps per epoch; the tiny BERT's dropout is 0.1
+
+    def run(out, **kwargs):
+        return finetune(load_recipe("imdb", overrides, output_dir=str(out)), **kwargs)
+
+    full = run(tmp_path / "full")
+    assert run(tmp_path / "split", max_steps=3)["global_step"] == 3
+    resumed = run(tmp_path / "split", resume="latest")
+    a = load_file(find_checkpoint(tmp_path / "full", "latest") / "model.safetensors")
+    b = load_file(find_checkpoint(tmp_path / "split", "latest") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["eval_loss"] == full["eval_loss"]

@@ -166,4 +166,5 @@ def make_block_loader(ds: datasets.Dataset, batch_size: int, shuffle: bool, seed
     return torch.utils.data.DataLoader(ds.with_format("torch"), batch_size=batch_size,
                                        sampler=TextSampler(len(ds), seed, shuffle),
                                        collate_fn=default_data_collator,
-                                       pin_memory=torch.cuda.is_available())
+                                       # its own generator: see make_text_loader (dropout, resume)
+                                       pin_memory=torch.cuda.is_available(), generator=torch.Generator())

@@ -77,10 +77,12 @@ def make_text_loader(ds: datasets.Dataset, tokenizer, batch_size: int, shuffle: 
     """Batches padded to their own longest item; order seeded by (seed, epoch) via ``set_epoch``."""
     lengths = _lengths(ds) if group_by_length else None
     sampler = TextSampler(len(ds), seed, shuffle, batch_size, lengths)
-    # tokenized texts are already in memory: worker processes would only add start-up time
+    # tokenized texts are already in memory: worker processes would only add start-up time. A
+    # generator of its own: each iterator takes its seed from it, not from torch's global one, which
+    # dropout draws from and checkpoints restore (a resumed epoch's new iterator would shift it)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=0,
                                        collate_fn=collate_fn or DataCollatorWithPadding(tokenizer),
-                                       pin_memory=torch.cuda.is_available())
+                                       pin_memory=torch.cuda.is_available(), generator=torch.Generator())
 
 
 class TextSampler(torch.utils.data.Sampler):
