@@ -114,6 +114,21 @@ def toy_reviews(n: int, seed: int = 0) -> list[tuple[str, int]]:
     return rows
 
 
+def write_review_parquet(root: Path, train: int = 160, test: int = 60) -> Path:
+    """Toy reviews as a local copy in the Hub's parquet layout, like ../shared/data/imdb."""
+    import datasets
+
+    (root / "plain_text").mkdir(parents=True)
+    features = datasets.Features(text=datasets.Value("string"),
+                                 label=datasets.ClassLabel(names=["neg", "pos"]))
+    for split, n, seed in (("train", train, 0), ("test", test, 1)):
+        rows = toy_reviews(n, seed)
+        ds = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
+                                        features=features)
+        ds.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    return root
+
+
 def _wordpiece_tokenizer(texts: list[str]):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

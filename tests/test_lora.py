@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from accelerate.utils import set_seed
-from conftest import REPETITIVE, toy_reviews, write_chinese_qa_model, write_toy_cmrc
+from conftest import REPETITIVE, write_chinese_qa_model, write_review_parquet, write_toy_cmrc
 from safetensors.torch import load_file
 
 from hfkit import finetune as ft
@@ -19,18 +18,6 @@ from hfkit.training import find_checkpoint
 
 FAST = ["train.mixed_precision=no", "train.epochs=1", "train.batch_size=8", "train.lr=1e-2",
         "train.optimizer=adamw", "train.strategy=lora", "train.lora_r=4"]
-
-
-def _reviews(root: Path) -> Path:
-    (root / "plain_text").mkdir(parents=True)
-    features = datasets.Features(text=datasets.Value("string"),
-                                 label=datasets.ClassLabel(names=["neg", "pos"]))
-    for split, n, seed in (("train", 32, 0), ("test", 16, 1)):
-        rows = toy_reviews(n, seed)
-        ds = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
-                                        features=features)
-        ds.to_parquet(str(root / "plain_text" / f"{split}-0.parquet"))
-    return root
 
 
 def _train(recipe_name: str, overrides: list[str], out: Path, **kwargs):
@@ -49,8 +36,8 @@ def _train(recipe_name: str, overrides: list[str], out: Path, **kwargs):
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory, tiny_bert_dir):
     root = tmp_path_factory.mktemp("lora-text")
-    overrides = FAST + [f"data.path={_reviews(root / 'data')}", f"model.name={tiny_bert_dir}",
-                        "data.max_length=32"]
+    data = write_review_parquet(root / "data", 32, 16)
+    overrides = FAST + [f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=32"]
     results, model = _train("imdb", overrides, root / "run")
     return root / "run", model, overrides
 
@@ -129,7 +116,7 @@ def test_resumed_lora_run_equals_uninterrupted(tiny_bert_dir, tmp_path):
     config = json.loads((base / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (base / "config.json").write_text(json.dumps(config))
-    data = _reviews(tmp_path / "data")
+    data = write_review_parquet(tmp_path / "data", 32, 16)
     overrides = FAST + [f"data.path={data}", f"model.name={base}", "data.max_length=32",
                         "train.epochs=2", "train.keep_checkpoints=5"]  # 4 steps per epoch
     _train("imdb", overrides, tmp_path / "full")

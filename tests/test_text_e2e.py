@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import pytest
-from conftest import REPETITIVE, REPO, toy_reviews
+from conftest import REPETITIVE, REPO, write_review_parquet
 
 pytestmark = pytest.mark.slow
 
@@ -32,23 +31,10 @@ def _sets(overrides: list[str]) -> list[str]:
     return [arg for o in overrides for arg in ("--set", o)]
 
 
-def _write_hub_layout(root: Path) -> Path:
-    """A local copy in the Hub's parquet layout, like ../shared/data/imdb."""
-    (root / "plain_text").mkdir(parents=True)
-    features = datasets.Features(text=datasets.Value("string"),
-                                 label=datasets.ClassLabel(names=["neg", "pos"]))
-    for split, n, seed in (("train", 160, 0), ("test", 60, 1)):
-        rows = toy_reviews(n, seed)
-        ds = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]},
-                                        features=features)
-        ds.to_parquet(str(root / "plain_text" / f"{split}-00000-of-00001.parquet"))
-    return root
-
-
 @pytest.fixture(scope="module")
 def imdb_run(tmp_path_factory, tiny_bert_dir) -> Path:
     root = tmp_path_factory.mktemp("imdb")
-    data = _write_hub_layout(root / "data")
+    data = write_review_parquet(root / "data")
     out = root / "run"
     proc = _launch(["--recipe", "imdb", "--output-dir", str(out), *_sets([
         f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=64", "train.epochs=8",
@@ -145,13 +131,12 @@ def test_a_resumed_text_run_with_dropout_equals_an_uninterrupted_one(tiny_bert_d
     or a resumed run masks other units than an uninterrupted one."""
     import torch
     from safetensors.torch import load_file
-    from test_lora import _reviews
 
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
     from hfkit.training import find_checkpoint
 
-    data = _reviews(tmp_path / "data")
+    data = write_review_parquet(tmp_path / "data", train=32, test=16)
     overrides = ["train.mixed_precision=no", "train.batch_size=8", "train.lr=1e-3", "train.optimizer=adamw",
                  f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=32", "train.epochs=2",
                  "train.keep_checkpoints=5"]  # 4 steps per epoch; the tiny BERT's dropout is 0.1
