@@ -46,12 +46,15 @@ def model_card(folder: str | Path, repo_id: str, license: str | None = None):
     from huggingface_hub import ModelCard, ModelCardData
 
     info = _FolderInfo(Path(folder), repo_id)
+    # an adapter is a peft repo on the Hub: the base model page then lists it among its adapters
+    adapter = {"base_model_relation": "adapter"} if info.adapter else {}
     data = ModelCardData(
-        library_name=info.library, pipeline_tag=info.pipeline_tag, base_model=info.base_model,
-        datasets=[info.dataset_id] if info.dataset_id else None, license=license or DEFAULT_LICENSE,
+        library_name="peft" if info.adapter else info.library, pipeline_tag=info.pipeline_tag,
+        base_model=info.base_model, datasets=[info.dataset_id] if info.dataset_id else None,
+        license=license or DEFAULT_LICENSE,
         metrics=[m.metric_type for m in info.eval_results() if m.metric_type != "loss"] or None,
-        tags=["hfkit", info.pipeline_tag],
-        model_name=info.name, eval_results=info.eval_results() or None)
+        tags=["hfkit", info.pipeline_tag, *(["lora", "peft"] if info.adapter else [])],
+        model_name=info.name, eval_results=info.eval_results() or None, **adapter)
     content = f"---\n{data.to_yaml()}\n---\n\n{GENERATED_MARK}\n\n{_body(info)}"
     card = ModelCard(content)
     if card.data.to_dict() != data.to_dict():  # what the Hub will read is what was meant
@@ -72,6 +75,7 @@ class _FolderInfo:
         self.pipeline_tag = self.task.pipeline_tag
         self.model, self.data = read.section("model"), read.section("data")
         self.train, self.eval = read.section("train"), read.section("eval")
+        self.adapter = read.adapter_config  # peft's, for a LoRA adapter folder ({} otherwise)
         self.base_model = self._base_model()
         self.dataset_id = _hub_id(self.data.get("path"))
         self.dataset_name = self.dataset_id or _short_name(self.data.get("path"))
@@ -82,6 +86,8 @@ class _FolderInfo:
         """The Hub repo the training started from, only when that is sure: None for random weights,
         local weights or folders, and timm names whose weights timm does not take from the Hub."""
         name, pretrained = self.model.get("name"), self.model.get("pretrained")
+        if self.adapter:  # what the adapter loads on: `hfkit push` allows only a Hub id there
+            return _hub_id(self.adapter.get("base_model_name_or_path"))
         if not name or pretrained is not True:
             return None
         if self.timm:
@@ -162,9 +168,20 @@ def _what_it_is(info: _FolderInfo) -> str:
     if info.recipe:
         # not the recipe's description: it tells the registered recipe, which --set may have changed
         text += f" Trained with hfkit, recipe `{info.recipe.get('name', 'custom')}`."
+    if info.adapter:
+        text += (f" This repository holds a LoRA adapter (rank {info.adapter.get('r')}, alpha "
+                 f"{info.adapter.get('lora_alpha')}, on {_targets(info.adapter)}) and the task head, "
+                 f"not the base model's weights: loading it loads {_base_markdown(info)} and puts the "
+                 "adapter on top.")
     if info.results.get("interrupted"):
         text += " **The training run was interrupted before its last epoch.**"
     return text + "\n"
+
+
+def _targets(adapter: dict[str, Any]) -> str:
+    targets = adapter.get("target_modules")
+    targets = sorted(targets) if isinstance(targets, (list, set)) else [targets] if targets else []
+    return ", ".join(f"`{_cell(t)}`" for t in targets) or "peft's default layers"
 
 
 def _base_markdown(info: _FolderInfo) -> str:
@@ -217,6 +234,11 @@ def _training(info: _FolderInfo) -> str:
         rows.append(("precision", "fp32" if precision == "no" else f"{precision} autocast"))
     if t.get("strategy") and t["strategy"] != "full":
         rows.append(("strategy", t["strategy"]))
+    if info.adapter:
+        a = info.adapter
+        full = ", ".join(a.get("modules_to_save") or []) or "nothing but the adapters"
+        rows.append(("LoRA", f"rank {a.get('r')}, alpha {a.get('lora_alpha')}, dropout "
+                             f"{a.get('lora_dropout')}, on {_targets(a)}; trained in full: {_cell(full)}"))
     for key, label in (("label_smoothing", "label smoothing"), ("mixup", "mixup alpha"),
                        ("cutmix", "CutMix alpha"), ("ema_decay", "EMA decay"),
                        ("max_grad_norm", "gradient clipping (norm)")):
@@ -271,27 +293,37 @@ def _how_to_load(info: _FolderInfo) -> str:
                 "with the preprocessing of training (input size, mean/std, crop) from the model's config:\n"
                 f"{cifar}\n"
                 f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
+    auto = info.task.auto_class
+    if info.adapter:  # the base model from its repo, sized by this repo's config, the adapter on top
+        load = (f"from peft import PeftModel\nfrom transformers import AutoConfig, {auto}, AutoTokenizer\n\n"
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                f'config = AutoConfig.from_pretrained("{repo}")  # the trained head: its size and labels\n'
+                f'base = {auto}.from_pretrained("{info.base_model}", config=config,\n'
+                f"{' ' * (len(auto) + 24)}ignore_mismatched_sizes=True)  # the head comes from the adapter\n"
+                f'model = PeftModel.from_pretrained(base, "{repo}").eval()\n')
+    else:
+        load = (f"from transformers import {auto}, AutoTokenizer\n\n"
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
+                f'model = {auto}.from_pretrained("{repo}").eval()\n')
     if info.task.name == "question-answering":
-        python = ("from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n\n"
-                  f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
-                  f'model = AutoModelForQuestionAnswering.from_pretrained("{repo}")\n\n'
-                  "# or, with the span search, long contexts and scores done for you:\n"
+        python = (load + "\n# or, with the span search, long contexts and scores done for you:\n"
                   "from hfkit.inference import answer\n\n"
                   f'answer("Who lives in Paris?", "Alice lives in Paris.", model="{repo}")')
+    elif info.task.name == "causal-lm" and info.adapter:
+        python = (load + 'ids = tokenizer("Once upon a time", return_tensors="pt")\n'
+                  "print(tokenizer.decode(model.generate(**ids, max_new_tokens=50, do_sample=True)[0]))")
     elif info.task.name == "causal-lm":
         python = ("from transformers import pipeline\n\n"
                   f'generator = pipeline("text-generation", model="{repo}")\n'
                   'print(generator("Once upon a time", max_new_tokens=50)[0]["generated_text"])')
     else:
-        python = ("import torch\n"
-                  "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
-                  f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n'
-                  f'model = AutoModelForSequenceClassification.from_pretrained("{repo}").eval()\n'
-                  "with torch.no_grad():\n"
+        python = ("import torch\n" + load + "with torch.no_grad():\n"
                   '    probs = model(**tokenizer(["A text to classify."], return_tensors="pt", '
                   "truncation=True)).logits.softmax(-1)[0]\n"
                   "print(model.config.id2label[int(probs.argmax())], float(probs.max()))")
-    return (f"## How to use\n\nWith [transformers](https://huggingface.co/docs/transformers):\n\n"
+    library = ("[peft](https://huggingface.co/docs/peft) and [transformers](https://huggingface.co/docs/"
+               "transformers)" if info.adapter else "[transformers](https://huggingface.co/docs/transformers)")
+    return (f"## How to use\n\nWith {library}:\n\n"
             f"```python\n{python}\n```\n\nWith hfkit:\n\n```bash\n{hfkit}\n```\n")
 
 
@@ -338,7 +370,10 @@ def _offline(info: _FolderInfo) -> str:
             f"hfkit download {info.repo_id} --to {local}\n"
             f"HF_HUB_OFFLINE=1 hfkit {use.format(local)}\n```\n\n"
             f"In Python, load the folder the same way: `{python}`. "
-            f"Without hfkit: `hf download {info.repo_id} --local-dir {local}`.\n")
+            f"Without hfkit: `hf download {info.repo_id} --local-dir {local}`.\n"
+            + (f"\nThe adapter loads its base model by Hub id: fetch that once into the Hugging Face cache "
+               f"too (`hf download {info.base_model}`), and it loads offline from there.\n"
+               if info.adapter else ""))
 
 
 # ---------------------------------------------------------------------------------------------

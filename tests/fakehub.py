@@ -522,6 +522,11 @@ def use_hub(monkeypatch: pytest.MonkeyPatch, endpoint: str, home: Path) -> None:
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
                         endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(_http, "_HUB_ORIGINS", _http._HUB_ORIGINS | {_http._url_origin(endpoint)})
+    # hf_api's module functions (file_exists, list_repo_files, ...: what peft calls) are methods of
+    # one HfApi made at import, with the endpoint of that moment
+    from huggingface_hub import hf_api
+
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
     if "huggingface_hub.utils._cache_manager" in sys.modules:  # took HF_HUB_CACHE by value
         monkeypatch.setattr(sys.modules["huggingface_hub.utils._cache_manager"], "HF_HUB_CACHE",
                             str(home / "hub"))

@@ -562,3 +562,40 @@ def test_an_export_folder_alone_is_not_pushed(fake_hub, timm_run, token, tmp_pat
     export(str(timm_run), out_dir=str(tmp_path / "onnx"))
     with pytest.raises(ValueError, match="push the result folder it came from"):
         push(tmp_path / "onnx", "alice/x")
+
+
+def test_an_adapter_on_a_hub_model_goes_up_alone_and_runs_as_its_card_says(fake_hub, tiny_bert_dir, token,
+                                                                          tmp_path, capsys):
+    """A LoRA run on a Hub model: the push carries the adapter and head, not the base weights; the card
+    is a peft card naming the base (the Hub lists it among the base's adapters), and its Python,
+    run against the Hub, prints what the trained model says."""
+    from conftest import write_review_parquet
+
+    from hfkit.finetune import finetune
+    from hfkit.inference import TextClassifier
+
+    fake_hub.add_repo("alice/tiny-bert", files_in(tiny_bert_dir))
+    data = write_review_parquet(tmp_path / "data", 32, 16)
+    finetune(load_recipe("imdb", [f"data.path={data}", "model.name=alice/tiny-bert", "data.max_length=32",
+                                  "train.epochs=1", "train.batch_size=8", "train.mixed_precision=no",
+                                  "train.strategy=lora", "train.lora_r=4", "train.lr=1e-2"],
+                         output_dir=str(tmp_path / "run")))
+    push(tmp_path / "run", "alice/tiny-bert-lora")
+    files = repo_files(fake_hub, "alice/tiny-bert-lora")
+    assert {"adapter_config.json", "adapter_model.safetensors", "config.json"} <= set(files)
+    assert "model.safetensors" not in files
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == "alice/tiny-bert"
+
+    readme = files["README.md"].decode()
+    data = card_data(files["README.md"])
+    assert data["library_name"] == "peft" and data["base_model"] == "alice/tiny-bert"
+    assert data["base_model_relation"] == "adapter" and "lora" in data["tags"]
+    assert "LoRA adapter (rank 4, alpha 16.0, on `query`, `value`)" in readme
+    assert "| LoRA | rank 4, alpha 16.0, dropout 0.0, on `query`, `value`; trained in full: " in readme
+    assert "hf download alice/tiny-bert" in readme  # offline use needs the base as well
+
+    capsys.readouterr()
+    exec(compile(_card_python(readme, "How to use"), "card", "exec"), {})
+    label, prob = capsys.readouterr().out.split()
+    expected = TextClassifier(str(tmp_path / "run")).predict(["A text to classify."], top_k=1)[0][0]
+    assert label == expected[0] and float(prob) == pytest.approx(expected[1], abs=1e-6)

@@ -53,9 +53,21 @@ def cpu_seconds() -> tuple[float, float] | None:
     return busy / os.sysconf("SC_CLK_TCK"), mine
 
 
-def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
+# runs argv[1:] and reports the peak resident memory of its process tree (the largest process: what
+# the launcher and the training process each held at most; RUSAGE_CHILDREN counts waited-for
+# grandchildren too) on its last stderr line
+PEAK_RSS_WRAPPER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+                    "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+                    "file=sys.stderr); sys.exit(code)")
+
+
+def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600,
+                peak_rss: bool = False) -> dict:
     """Run ``cmd`` from the repository root; wall seconds, the CPU seconds it used, the share of the
-    machine other processes used meanwhile (a few percent is quiet), and its output."""
+    machine other processes used meanwhile (a few percent is quiet), and its output. With
+    ``peak_rss``, also ``peak_rss_mib``: the most memory one of its processes held (Linux, macOS)."""
+    if peak_rss:
+        cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, *cmd]
     before, start = cpu_seconds(), time.perf_counter()
     # its own process group: a benchmark stopped by Ctrl-C or a timeout stops what it launched too
     child = subprocess.Popen(cmd, cwd=REPO, env=env or clean_env(), stdout=subprocess.PIPE,
@@ -73,6 +85,9 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     row = {"wall": wall, "stdout": proc.stdout, "stderr": proc.stderr, "cpu_seconds": None,
            "other_cpu": None}
+    if peak_rss:
+        kib = int(re.findall(r"^peak-rss-kib (\d+)$", proc.stderr, re.M)[-1])
+        row["peak_rss_mib"] = kib / (1024 * 1024 if sys.platform == "darwin" else 1024)  # macOS: bytes
     if before is not None and after is not None:
         own = after[1] - before[1]
         row["cpu_seconds"] = own
@@ -80,15 +95,15 @@ def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: floa
     return row
 
 
-def run_recipe(recipe: str, overrides: list[str], out: Path | None = None) -> dict:
+def run_recipe(recipe: str, overrides: list[str], out: Path | None = None, peak_rss: bool = False) -> dict:
     """The README's command as a process (``run_process``), with what its run folder reports:
     ``results`` (all_results.json), ``history`` (per-epoch records of its last checkpoint) and
     ``threads`` (the CPU thread count it printed, or None). ``out``: the output folder (default:
     a temporary one, removed afterwards)."""
     if out is None:
         with tempfile.TemporaryDirectory(prefix=f"{recipe}-bench-") as tmp:
-            return run_recipe(recipe, overrides, Path(tmp) / "run")
-    row = run_process(hfkit_command(recipe, out, overrides))
+            return run_recipe(recipe, overrides, Path(tmp) / "run", peak_rss)
+    row = run_process(hfkit_command(recipe, out, overrides), peak_rss=peak_rss)
     last = sorted((out / "checkpoints").glob("step-*"))[-1]
     threads = re.search(r"CPU: training on (\d+) threads", row["stdout"])
     return {**row, "results": json.loads((out / "all_results.json").read_text()),
