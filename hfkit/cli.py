@@ -243,7 +243,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def merge_command(args: argparse.Namespace) -> int:
-    from hfkit.lora import merge_adapter
+    from hfkit.models import merge_adapter
 
     out = merge_adapter(args.run_dir, args.out)
     print(f"Merged the LoRA adapter of {args.run_dir} into its base model -> {out}/ (a plain model folder)")

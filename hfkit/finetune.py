@@ -20,7 +20,7 @@ from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.devices import launcher_pid, process_state
 from hfkit.hub import AGAIN, push
 from hfkit.lora import add_lora, base_source, trainable_parameters
-from hfkit.models import create_image_model, save_image_model
+from hfkit.models import create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
 from hfkit.training import TrainerState, check_output_dir, fit, output_lock
@@ -97,6 +97,7 @@ def build_image_classification(recipe: Recipe) -> Run:
         eval_loader = make_loader(eval_ds, t.eval_batch_size or t.batch_size, False,
                                   recipe.data.num_workers, t.seed)
         skipped = [str(p) for ds in (train_ds, eval_ds) for p in ds.skipped_sources]
+    model = adapt(model, recipe)  # after the data pipeline read and set the model's pretrained_cfg
 
     def report(state: TrainerState, seconds: float) -> dict[str, Any]:
         results = summarize(state, splits.label_names, len(train_ds), len(eval_ds), seconds)
@@ -197,10 +198,13 @@ def adapt(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     share printed; else ``model``."""
     if recipe.train.strategy != "lora":
         return model
-    model = add_lora(model, recipe.train, recipe.task, base_source(recipe.model))
+    timm_model = tasks.get(recipe.task).family == "timm"
+    targets, also_trained = image_lora_layers(model) if timm_model else (None, [])
+    model = add_lora(model, recipe.train, recipe.task, base_source(recipe.model), targets, also_trained)
     trainable, total = trainable_parameters(model)
     process_state().print(f"LoRA: training {trainable:,} of {total:,} parameters "
-                          f"({100 * trainable / total:.2f}%: adapters and task head)")
+                          f"({100 * trainable / total:.2f}%: adapters, task head"
+                          f"{', batch norms' if also_trained else ''})")
     return model
 
 

@@ -46,7 +46,11 @@ def _check_adapter_base(folder: Path) -> None:
 
     if not (folder / ADAPTER_CONFIG).is_file():
         return
-    base = read_result(str(folder)).base_model or ""
+    found = read_result(str(folder))
+    base = found.base_model or ""
+    if found.family == "timm":  # timm.create_model("hf-hub:...") reads whole weights, not an adapter
+        raise ValueError(f"'{folder}' is a LoRA adapter on a timm model, which timm cannot load from the "
+                         f"Hub: merge it (hfkit merge {folder} --out DIR) and push DIR")
     if Path(base).is_absolute() or Path(base).expanduser().exists():
         raise ValueError(f"'{folder}' is a LoRA adapter on the local model folder {base}, which nobody who "
                          f"downloads it has: merge it (hfkit merge {folder} --out DIR) and push DIR, or "

@@ -1,22 +1,23 @@
-"""LoRA adapters (peft) on transformers models: wrap for training, save, load, merge.
+"""LoRA adapters (peft) on transformers and timm models: wrap for training, save, load.
 
 An adapter result folder holds peft's ``adapter_config.json`` + ``adapter_model.safetensors`` (the
-adapters and the whole task head), the tokenizer, and the trained model's ``config.json``, which
-says what the folder is (task, labels) like any result folder's. The frozen base weights are not
-copied: ``adapter_config.json`` names them (``base_model_name_or_path``: the recipe's model, a Hub
-id or an absolute folder path), and :func:`load_text_model` loads them and the adapter on top.
+adapters and the whole task head), the tokenizer of a text model, and the trained model's
+``config.json`` (transformers' or timm's), which says what the folder is (task, labels, the
+preprocessing) like any result folder's. The frozen base weights are not copied:
+``adapter_config.json`` names them (``base_model_name_or_path``: the recipe's model, a Hub id, a
+timm name or an absolute path), and :func:`load_text_model` (``hfkit.models.load_image_model`` for
+timm) loads them and the adapter on top. Merging is ``hfkit.models.merge_adapter``.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
 from hfkit.offline import loading_weights
 from hfkit.recipes import ModelArgs, RecipeError, TrainArgs
-from hfkit.results import RUN_FILES, read_result
+from hfkit.results import read_result
 from hfkit.tasks import TASKS
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -33,14 +34,17 @@ def base_source(args: ModelArgs) -> str:
     return str(path.resolve()) if path.exists() else source
 
 
-def add_lora(model: torch.nn.Module, t: TrainArgs, task: str, base: str) -> torch.nn.Module:
-    """``model`` as a peft model: LoRA adapters on the target Linears, the task head fully trainable
-    (peft's ``modules_to_save``), everything else frozen."""
+def add_lora(model: torch.nn.Module, t: TrainArgs, task: str, base: str,
+             default_targets: list[str] | None = None, also_trained: list[str] = ()) -> torch.nn.Module:
+    """``model`` as a peft model: LoRA adapters on the target layers (``train.lora_target_modules``,
+    else ``default_targets``, else peft's default for the architecture), the task head and the
+    ``also_trained`` modules fully trainable and saved with the adapter (peft's ``modules_to_save``),
+    everything else frozen."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(task_type=TASKS[task].peft_task_type, r=t.lora_r, lora_alpha=t.lora_alpha,
-                        lora_dropout=t.lora_dropout, target_modules=t.target_modules(),
-                        modules_to_save=head_modules(model, task) or None)
+                        lora_dropout=t.lora_dropout, target_modules=t.target_modules() or default_targets,
+                        modules_to_save=[*head_modules(model, task), *also_trained] or None)
     try:
         peft_model = get_peft_model(model, config)
     except ValueError as e:  # no default targets for the architecture, or none of the names matched
@@ -54,9 +58,12 @@ def head_modules(model: torch.nn.Module, task: str) -> list[str]:
     """The task head: the model's children beside its backbone (``base_model_prefix``) that hold
     weights (BERT ``classifier``, DistilBERT ``pre_classifier`` + ``classifier``, ``qa_outputs``,
     Llama/Qwen ``score``). None for a causal LM: its LM head is the pretrained output embedding,
-    often tied to the input one, not a new layer to learn."""
+    often tied to the input one, not a new layer to learn. A timm model's is its ``get_classifier()``."""
     if TASKS[task].peft_task_type == "CAUSAL_LM":
         return []
+    if hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        return [name for name, child in model.named_modules() if child is head and name]
     return [name for name, child in model.named_children()
             if name != model.base_model_prefix and any(True for _ in child.parameters())]
 
@@ -73,10 +80,18 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 def save_adapter(model: torch.nn.Module, folder: Path) -> None:
     """peft's adapter files and the trained model's ``config.json`` into ``folder``."""
-    model.save_pretrained(folder)
+    base = model.get_base_model()
+    timm_model = hasattr(base, "pretrained_cfg")
+    # a timm model has no token embeddings, whose vocabulary peft would otherwise look up (and warn)
+    model.save_pretrained(folder, **({"save_embedding_layers": False} if timm_model else {}))
     # peft's stub card would go up as the user's own card; `hfkit push` writes the real one
     (Path(folder) / "README.md").unlink(missing_ok=True)
-    base = model.get_base_model()
+    if timm_model:  # timm: its Hub config, with the labels and preprocessing
+        from timm.models._hub import save_config_for_hf
+
+        save_config_for_hf(base, str(Path(folder) / "config.json"),
+                           model_config={"label_names": base.pretrained_cfg.get("label_names")})
+        return
     base.config.architectures = [type(base).__name__]  # what transformers' save_pretrained writes too
     base.config.save_pretrained(folder)
 
@@ -96,26 +111,3 @@ def load_text_model(auto_class, name_or_path: str, **kwargs) -> torch.nn.Module:
         base = auto_class.from_pretrained(found.base_model, config=config, ignore_mismatched_sizes=True,
                                           **kwargs)
     return PeftModel.from_pretrained(base, name_or_path).eval()
-
-
-def merge_adapter(run_dir: str, out_dir: str) -> Path:
-    """Write a plain model folder of adapter folder ``run_dir`` into ``out_dir``: the adapters merged
-    into the base weights (peft's ``merge_and_unload``), tokenizer, recipe and results beside them."""
-    from transformers import AutoTokenizer
-
-    found = read_result(run_dir)
-    if not found.adapter:
-        raise ValueError(f"'{run_dir}' has no LoRA adapter (adapter_config.json): it is a plain model "
-                         "folder already")
-    out = Path(out_dir).expanduser()
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"'{out}' is not empty: merge into a new folder")
-    import transformers
-
-    model = load_text_model(getattr(transformers, found.task.auto_class), run_dir).merge_and_unload()
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(run_dir).save_pretrained(out)
-    for name in RUN_FILES:  # how the model was made: read_result reads them in the merged folder too
-        if (Path(run_dir) / name).is_file():
-            shutil.copy2(Path(run_dir) / name, out / name)
-    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 
 import timm
@@ -17,9 +18,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._hub import save_for_hf
 from timm.models.resnet import BasicBlock, ResNet
 
-from hfkit.lora import is_adapter_model, save_adapter
+from hfkit.lora import is_adapter_model, load_text_model, save_adapter
 from hfkit.offline import loading_weights, offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
+from hfkit.results import RUN_FILES, ResultFolder, read_result
 from hfkit.tasks import TASKS
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -189,16 +191,43 @@ def classifier(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def save_image_model(model: torch.nn.Module, folder: str | os.PathLike) -> None:
-    """Write ``model.safetensors`` + ``config.json`` in timm's Hub format."""
+    """Write ``model.safetensors`` + ``config.json`` in timm's Hub format (a LoRA model: its adapter
+    files + ``config.json``, see :mod:`hfkit.lora`)."""
     # safetensors wants contiguous fp32 tensors; copy so the training model keeps channels_last
     export = copy.deepcopy(model).to("cpu", torch.float32, memory_format=torch.contiguous_format)
+    if is_adapter_model(export):
+        save_adapter(export, Path(folder))
+        return
     cfg = export.pretrained_cfg
     save_for_hf(export, folder, model_config={"label_names": cfg.get("label_names")},
                 safe_serialization=True)
 
 
+def image_lora_layers(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """(layers that get adapters, layers trained in full) of a timm model under ``train.strategy=lora``,
+    by full name.
+
+    Adapted: every Linear and every dense (not depthwise) Conv2d between the stem and the head: a
+    ViT's attention ``qkv``/``proj`` and MLP ``fc1``/``fc2``, a ResNet's block convolutions (3x3 and
+    1x1, shortcuts included), a ConvNeXt's MLP Linears. The stem keeps its pretrained filters;
+    depthwise convolutions have too few weights per filter for a low-rank update to save anything.
+    Trained in full (beside the head): the batch norms. Training updates their running statistics
+    anyway (they are buffers), so they must be saved with the adapter for the folder to give the
+    trained model's outputs, and their scale and shift are a few thousand parameters."""
+    groups = layer_map(model)
+    top = max(groups.values())
+    adapted = [name for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) or (isinstance(m, torch.nn.Conv2d) and m.groups == 1)
+               if 0 < groups.get(f"{name}.weight", 0) < top]
+    norms = [name for name, m in model.named_modules()
+             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and name]
+    return adapted, norms
+
+
 def load_image_model(name_or_path: str) -> torch.nn.Module:
     """Load a result folder, or a Hub repo (``hf-hub:org/name``), ready for inference."""
+    if (Path(name_or_path).expanduser() / "adapter_config.json").is_file():
+        return _load_image_adapter(name_or_path, read_result(name_or_path))
     source = _model_source(name_or_path)
     if ":" not in source:  # a bare "org/name" that is not a local folder: a Hub repo
         if "/" not in source:
@@ -207,6 +236,45 @@ def load_image_model(name_or_path: str) -> torch.nn.Module:
     with loading_weights(name_or_path):
         model = timm.create_model(source, pretrained=True)
     return model.eval()
+
+
+def _load_image_adapter(folder: str, found: ResultFolder) -> torch.nn.Module:
+    """An adapter folder's base model (a timm name or Hub id with its pretrained weights, or a local
+    weights file or folder) with a head for the folder's labels, the folder's preprocessing, and
+    the adapter on top, unmerged: the outputs are the model's at the end of training."""
+    from peft import PeftModel
+
+    base = found.base_model
+    local = Path(base).expanduser().exists()
+    args = ModelArgs(name=found.architecture if local else base, pretrained=base if local else True)
+    cfg = found.config.get("pretrained_cfg", {})
+    model = create_image_model(args, found.labels)
+    model.pretrained_cfg = dict(model.pretrained_cfg, **cfg)  # input size, mean/std, crop as trained
+    return PeftModel.from_pretrained(model, folder).eval()
+
+
+def merge_adapter(run_dir: str, out_dir: str) -> Path:
+    """Write a plain model folder of adapter folder ``run_dir`` into ``out_dir``: the adapters merged
+    into the base weights (peft's ``merge_and_unload``), tokenizer, recipe and results beside them."""
+    found = read_result(run_dir)
+    if not found.adapter:
+        raise ValueError(f"'{run_dir}' has no LoRA adapter (adapter_config.json): it is a plain model "
+                         "folder already")
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"'{out}' is not empty: merge into a new folder")
+    if found.family == "timm":
+        save_image_model(load_image_model(run_dir).merge_and_unload(), out)
+    else:
+        import transformers
+
+        model = load_text_model(getattr(transformers, found.task.auto_class), run_dir).merge_and_unload()
+        model.save_pretrained(out)
+        transformers.AutoTokenizer.from_pretrained(run_dir).save_pretrained(out)
+    for name in RUN_FILES:  # how the model was made: read_result reads them in the merged folder too
+        if (Path(run_dir) / name).is_file():
+            shutil.copy2(Path(run_dir) / name, out / name)
+    return out
 
 
 def label_names(model: torch.nn.Module) -> list[str]:

@@ -174,19 +174,21 @@ class TrainArgs:
     """Seed for initialisation, shuffling, augmentation and subsets."""
     strategy: Literal["full", "linear-probe", "freeze-then-unfreeze", "gradual-unfreeze", "lora"] = "full"
     """Train everything, only the new head, the head first and then everything, the head first
-    and then one more layer group, from the top down, every unfreeze_every_epochs, or (transformers)
-    LoRA adapters on a frozen model plus the whole task head (the result folder holds the adapter)."""
+    and then one more layer group, from the top down, every unfreeze_every_epochs, or LoRA adapters
+    on a frozen model plus the whole task head (the result folder holds the adapter)."""
     lora_r: int = 8
-    """With lora: rank of each adapter (trainable parameters per adapted Linear: r * (in + out))."""
+    """With lora: rank of each adapter (trainable parameters per adapted Linear: r * (in + out); per
+    Conv2d: r * (in * kernel area + out))."""
     lora_alpha: float = 16.0
     """With lora: scale of the adapters' update (applied as lora_alpha / lora_r)."""
     lora_dropout: float = 0.0
     """With lora: dropout on the adapters' input in training."""
     lora_target_modules: str | None = None
-    """With lora: comma-separated names of the Linear layers that get adapters (``query,value``;
-    a name matches a module whose path ends with it). Null: peft's default for the architecture,
-    the attention's query and value projections (BERT ``query,value``, GPT-2 ``c_attn``, Llama/Qwen
-    ``q_proj,v_proj``); an architecture peft has no default for must name them."""
+    """With lora: comma-separated names of the Linear (or Conv2d) layers that get adapters
+    (``query,value``; a name matches a module whose path ends with it). Null: peft's default for a
+    transformers architecture, the attention's query and value projections (BERT ``query,value``,
+    GPT-2 ``c_attn``, Llama/Qwen ``q_proj,v_proj``); for a timm model every Linear and dense Conv2d
+    between the stem and the head (a ViT's qkv/proj/fc1/fc2, a ResNet's block convolutions)."""
     unfreeze_after_epochs: int = 1
     """With freeze-then-unfreeze: epochs of head-only training before unfreezing."""
     unfreeze_every_epochs: int = 1
@@ -335,6 +337,12 @@ class Recipe:
         if self.train.strategy not in strategies:
             raise RecipeError(f"train.strategy={self.train.strategy}: a {self.task} recipe trains with "
                               f"{', '.join(strategies)}")
+        if self.train.strategy != "lora":
+            unused = [f"train.{f.name}" for f in dataclasses.fields(TrainArgs) if f.name.startswith("lora_")
+                      and getattr(self.train, f.name) != f.default]
+            if unused:
+                raise RecipeError(f"{', '.join(unused)} set, but train.strategy={self.train.strategy}: the "
+                                  "lora_ fields act only with --set train.strategy=lora")
         if self.output_dir is None:
             self.output_dir = str(Path("runs") / self.name)
 

@@ -54,7 +54,7 @@ class Task:
     exporter: str = ""  # module:class that exports its models to ONNX ("": not exportable)
     onnx_predictor: str = ""  # module:class that serves an export of it with onnxruntime
     strategies: tuple[str, ...] = ("full",)  # the train.strategy values it trains with
-    peft_task_type: str = ""  # peft's TaskType of its LoRA models ("": no LoRA)
+    peft_task_type: str | None = None  # peft's TaskType of its LoRA models (None: a custom model, timm's)
 
     def load(self, what: Literal["builder", "predictor", "exporter", "onnx_predictor"]):
         """The function or class named by ``builder``/``predictor``/..., imported now."""
@@ -105,7 +105,8 @@ register(Task(
                       "data.in_memory", "data.crop_padding", "data.random_erasing", "data.erase_size",
                       "train.label_smoothing", "train.strategy", "train.unfreeze_after_epochs",
                       "train.unfreeze_every_epochs", "train.mixup", "train.cutmix",
-                      "eval.num_preview_images", "eval.tta_hflip"}), strategies=FREEZING))
+                      "eval.num_preview_images", "eval.tta_hflip"}) | LORA_FIELDS,
+    strategies=(*FREEZING, "lora")))
 register(Task(
     name="text-classification", family="transformers", pipeline_tag="text-classification",
     title="Text Classification", summary="A text classifier",

@@ -176,6 +176,8 @@ def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
     grouping for timm models, ``layer_map``'s for transformers models.
     """
     decay = t.layer_lr_decay if t.layer_lr_decay not in (None, 1.0) else None
+    if hasattr(model, "peft_config"):  # a LoRA model: group by the wrapped model's own layer names
+        model = model.get_base_model()
     optimizer = create_optimizer_v2(
         model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
         filter_bias_and_bn=not t.weight_decay_norm_and_bias, layer_decay=decay,

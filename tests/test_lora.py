@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.utils import set_seed
-from conftest import REPETITIVE, write_chinese_qa_model, write_review_parquet, write_toy_cmrc
+from conftest import (
+    REPETITIVE,
+    tiny_image_overrides,
+    write_chinese_qa_model,
+    write_image_folder,
+    write_review_parquet,
+    write_toy_cmrc,
+)
 from safetensors.torch import load_file
 
 from hfkit import finetune as ft
@@ -168,13 +175,88 @@ def test_causal_lm_adapter_generates_as_trained(tmp_path, tiny_gpt2_dir):
 
 
 def test_lora_fields_are_errors_where_they_do_nothing():
-    with pytest.raises(RecipeError, match="train.lora_r"):
+    with pytest.raises(RecipeError, match="train.lora_r set, but train.strategy=full"):
         load_recipe("hymenoptera", ["train.lora_r=4"])
-    with pytest.raises(RecipeError, match="train.strategy=lora"):
-        load_recipe("hymenoptera", ["train.strategy=lora"])
+    with pytest.raises(RecipeError, match="train.lora_alpha, train.lora_dropout set"):
+        load_recipe("imdb", ["train.lora_alpha=8", "train.lora_dropout=0.1"])
+    assert load_recipe("hymenoptera", ["train.strategy=lora", "train.lora_r=4"]).train.lora_r == 4
     with pytest.raises(RecipeError, match="train.strategy=linear-probe"):
         load_recipe("gpt2", ["train.strategy=linear-probe"])
     with pytest.raises(RecipeError, match="lora_target_modules"):
         load_recipe("imdb", ["train.strategy=lora", "train.lora_target_modules= , "])
-    assert load_recipe("imdb", ["train.lora_target_modules=query, key"]).train.target_modules() == [
-        "query", "key"]
+    train = load_recipe("imdb", ["train.strategy=lora", "train.lora_target_modules=query, key"]).train
+    assert train.target_modules() == ["query", "key"]
+
+
+# ---------------------------------------------------------------------------------------------
+# timm
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """hymenoptera with LoRA on a ResNet-18 whose "pretrained" weights are a local file (random
+    weights saved by timm: they stand in for the Hub's, which these tests do not download)."""
+    import timm
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("lora-image")
+    data = write_image_folder(root / "images", {"train": 12, "val": 6})
+    torch.manual_seed(0)
+    save_file(timm.create_model("resnet18").state_dict(), root / "resnet18.safetensors")
+    overrides = tiny_image_overrides(data) + [f"model.pretrained={root / 'resnet18.safetensors'}",
+                                              "train.strategy=lora", "train.lora_r=4", "train.epochs=1"]
+    results, model = _train("hymenoptera", overrides, root / "run")
+    return root / "run", model
+
+
+def test_lora_on_a_timm_resnet_adapts_the_block_convolutions_and_trains_the_head(image_run):
+    import timm
+
+    _, model = image_run
+    adapted = {n.removeprefix("base_model.model."): m for n, m in model.named_modules()
+               if hasattr(m, "lora_A")}
+    blocks = {f"layer{i}.{j}.conv{k}" for i in range(1, 5) for j in range(2) for k in (1, 2)}
+    shortcuts = {f"layer{i}.0.downsample.0" for i in (2, 3, 4)}
+    assert set(adapted) == blocks | shortcuts  # not the stem's conv1, not fc
+    r = 4  # a conv adapter: A is r filters of the layer's kernel, B a 1x1 conv from r to its outputs
+    lora = sum(r * (m.base_layer.in_channels * m.base_layer.kernel_size[0] * m.base_layer.kernel_size[1]
+                    + m.base_layer.out_channels) for m in adapted.values())
+    head = 512 * 2 + 2
+    # batch norms train too (their running statistics move in training anyway): scale and shift
+    norms = 2 * sum(m.num_features for m in timm.create_model("resnet18").modules()
+                    if isinstance(m, torch.nn.BatchNorm2d))
+    trainable, total = trainable_parameters(model)
+    assert trainable == lora + head + norms and trainable / total < 0.05
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all("lora_" in n or "modules_to_save" in n for n in names)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("conv1.weight")
+                   and "layer" not in n)  # the stem
+
+
+def test_a_timm_adapter_folder_predicts_as_trained_and_merges_to_a_plain_timm_folder(image_run, tmp_path):
+    import timm
+
+    from hfkit.cli import main
+    from hfkit.export import export
+    from hfkit.hub import push_plan
+    from hfkit.inference import ImageClassifier
+    from hfkit.results import read_result
+
+    run, model = image_run
+    assert (run / "adapter_model.safetensors").is_file() and not (run / "model.safetensors").exists()
+    found = read_result(str(run))
+    assert found.adapter and found.family == "timm" and found.labels == ["ants", "bees"]
+    classifier = ImageClassifier(str(run))
+    x = torch.randn(2, 3, 32, 32)
+    model.to(memory_format=torch.contiguous_format)  # trained channels_last, as the recipe says; served not
+    with torch.inference_mode():
+        assert torch.equal(classifier.model(x), model(x))
+    assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+    merged = timm.create_model(f"local-dir:{tmp_path / 'merged'}", pretrained=True).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(x), model(x), rtol=1e-4, atol=1e-4)
+    assert merged.pretrained_cfg["label_names"] == ["ants", "bees"]
+    with pytest.raises(ValueError, match="hfkit merge"):
+        export(str(run))
+    with pytest.raises(ValueError, match="hfkit merge"):
+        push_plan(run)
