@@ -233,7 +233,8 @@ def test_lora_on_a_timm_resnet_adapts_the_block_convolutions_and_trains_the_head
                    and "layer" not in n)  # the stem
 
 
-def test_a_timm_adapter_folder_predicts_as_trained_and_merges_to_a_plain_timm_folder(image_run, tmp_path):
+def test_a_timm_adapter_folder_predicts_as_trained_and_merges_to_a_plain_timm_folder(image_run, tmp_path,
+                                                                                      capsys):
     import timm
 
     from hfkit.cli import main
@@ -251,6 +252,10 @@ def test_a_timm_adapter_folder_predicts_as_trained_and_merges_to_a_plain_timm_fo
     model.to(memory_format=torch.contiguous_format)  # trained channels_last, as the recipe says; served not
     with torch.inference_mode():
         assert torch.equal(classifier.model(x), model(x))
+    image = next((run.parent / "images" / "val").rglob("*.jpg"))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run), str(image)]) == 0
+    assert classifier.predict([image], top_k=1)[0][0][0] in capsys.readouterr().out
     assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
     merged = timm.create_model(f"local-dir:{tmp_path / 'merged'}", pretrained=True).eval()
     with torch.inference_mode():
