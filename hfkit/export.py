@@ -372,6 +372,12 @@ class _TextExport(TaskExport):
     weights_file = "model.safetensors"
 
     def setup(self, model: torch.nn.Module, tokenizer, **fixed: Any) -> None:
+        # The exporter writes PyTorch's fused attention (sdpa) with a boolean mask as a Where and
+        # an IsNaN over every (batch, head, query, key) score in every layer: a quarter of the int8
+        # model's time on a CPU (scripts/benchmarks/export.py). Eager attention adds one additive
+        # mask made once; the outputs are the same to float rounding (the parity check holds it).
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation("eager")
         self.tokenizer, self.config = tokenizer, model.config
         made = tokenizer(["a b"], ["c d"])  # a pair: every input the tokenizer can make
         accepted = inspect.signature(model.forward).parameters
