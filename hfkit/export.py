@@ -26,13 +26,17 @@ Choices, as measured here (torch 2.14, onnxruntime 1.32, onnxscript 0.7, transfo
   time: no calibration). Dynamic quantisation leaves convolutions in fp32 (it only
   covers MatMul/Gemm-like ops), so timm models get ``quantize_static`` in QDQ format, per-channel
   int8 weights, calibrated on eval images (else on the parity images, which the report says).
-- causal-lm: exported with full-sequence logits only (no KV cache); nothing generates from it yet.
+- causal-lm: exported with full-sequence logits only (no KV cache): ``hfkit generate`` on the
+  export runs transformers' own ``generate`` (same sampling, same seeds) on :class:`OnnxCausalLM`,
+  which feeds it the whole sequence at every step: the same tokens as the PyTorch folder, slower per
+  token as the text grows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import inspect
 import json
 import logging
@@ -403,6 +407,9 @@ class _TextExport(TaskExport):
     def write_preprocessing(self, out: Path) -> None:
         self.config.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        generation = Path(self.found.source) / "generation_config.json"  # a causal LM's sampling defaults
+        if generation.is_file():
+            shutil.copy2(generation, out / generation.name)
 
 
 class TextExport(_TextExport):
@@ -440,7 +447,8 @@ class QAExport(_TextExport):
 
 
 class CausalLMExport(_TextExport):
-    """Logits over the whole sequence, no KV cache: enough to score texts, slow to generate with."""
+    """Logits over the whole sequence, no KV cache: enough to score texts and to generate with
+    :class:`OnnxCausalLM` (which runs the whole sequence at each step)."""
 
     def __init__(self, found: ResultFolder) -> None:
         model, tokenizer = _load_causal_lm(found.source, "cpu")
@@ -581,3 +589,50 @@ class OnnxQuestionAnswerer(QuestionAnswerer):
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.use(OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder)), folder, max_length,
                  doc_stride)
+
+
+def load_onnx_causal_lm(folder: str, file: str = ONNX_FILE):
+    """(model, tokenizer) of a causal LM export, for ``hfkit.inference.generate``: transformers'
+    ``generate`` drives the :func:`onnx_causal_lm_class` model, so decoding (greedy, sampling with its
+    seed, top-k/p, repetition penalty, streaming) is the same code as for the PyTorch folder."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:  # as hfkit.models does for GPT-2
+        tokenizer.pad_token = tokenizer.eos_token
+    model = onnx_causal_lm_class()(AutoConfig.from_pretrained(folder), OnnxModel(Path(folder) / file), folder)
+    return model.eval(), tokenizer
+
+
+@functools.cache
+def onnx_causal_lm_class():
+    """The class, made on first use: it subclasses transformers' classes, which importing this
+    module should not import."""
+    from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
+    from transformers.modeling_outputs import CausalLMOutput
+
+    class OnnxCausalLM(PreTrainedModel, GenerationMixin):
+        """A causal LM export as a transformers model that ``generate`` can drive: no weights of its
+        own, no cache; each step sends the whole sequence through onnxruntime and takes its logits."""
+
+        main_input_name = "input_ids"
+
+        def __init__(self, config, session: OnnxModel, folder: str) -> None:
+            super().__init__(config)
+            self.session = session
+            # transformers reads .device and .dtype off the first parameter
+            self.placeholder = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
+            if (Path(folder) / "generation_config.json").is_file():
+                self.generation_config = GenerationConfig.from_pretrained(folder)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    **unused: Any) -> CausalLMOutput:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            logits = self.session(input_ids=input_ids, attention_mask=attention_mask).logits
+            return CausalLMOutput(logits=logits)
+
+        def prepare_inputs_for_generation(self, input_ids: torch.Tensor, attention_mask=None, **unused: Any):
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    return OnnxCausalLM

@@ -185,9 +185,10 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
 def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if is_export(name_or_path):
-        raise ValueError(f"'{name_or_path}' is an ONNX export, which hfkit does not generate with yet: "
-                         "use the result folder it came from")
+    if is_export(name_or_path):  # onnxruntime, driven by transformers' generate (hfkit.export)
+        if device not in (None, "cpu"):
+            raise ValueError(f"an ONNX export runs on the CPU (onnxruntime), not on '{device}'")
+        return read_result(name_or_path).predictor()(name_or_path)
     device = default_device(device)
     with loading_weights(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -52,7 +52,9 @@ class Task:
     does: str = ""  # the card's words after the model: " that continues a text"
     labels: bool = True  # whether its models have class labels
     exporter: str = ""  # module:class that exports its models to ONNX ("": not exportable)
-    onnx_predictor: str = ""  # module:class that serves an export of it with onnxruntime
+    # module:class that serves an export of it with onnxruntime (causal-lm: the loader of the
+    # (model, tokenizer) that hfkit.inference.generate drives)
+    onnx_predictor: str = ""
     strategies: tuple[str, ...] = ("full",)  # the train.strategy values it trains with
     peft_task_type: str | None = None  # peft's TaskType of its LoRA models (None: a custom model, timm's)
 
@@ -124,7 +126,7 @@ register(Task(
     builder="hfkit.finetune:build_causal_lm", predictor="hfkit.inference:generate",
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
-    exporter="hfkit.export:CausalLMExport",  # logits only: no onnxruntime generation yet
+    exporter="hfkit.export:CausalLMExport", onnx_predictor="hfkit.export:load_onnx_causal_lm",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.block_size"},
     strategies=("full", "lora"), peft_task_type="CAUSAL_LM"))
 register(Task(

@@ -157,13 +157,25 @@ def test_qa_export_answers_as_the_pytorch_model(chinese_qa_safetensors, tmp_path
     assert json.loads(capsys.readouterr().out)["answer"] == theirs[0][0]["answer"]
 
 
-def test_causal_lm_export_is_checked_and_generate_says_it_cannot(tiny_gpt2_dir, tmp_path, capsys):
+def test_causal_lm_export_generates_what_the_folder_generates(tiny_gpt2_dir, tmp_path, capsys):
+    """transformers' generate drives the export: greedy and seeded sampling give the PyTorch
+    folder's tokens, through the command too."""
+    from hfkit.inference import generate
+
     out = tmp_path / "onnx"
     report = export(str(tiny_gpt2_dir), out_dir=str(out))
     assert report.checks[1].max_abs_diff <= report.tolerance and report.checks[1].top1_agreement == 1.0
     assert read_result(str(out)).task.name == "causal-lm"
-    assert main(["generate", "--model", str(out), "--prompt", "the quick"]) == 2
-    assert "is an ONNX export, which hfkit does not generate with yet" in capsys.readouterr().err
+    for options in ({"temperature": 0.0}, {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 3},
+                    {"temperature": 1.0, "repetition_penalty": 1.3, "seed": 0}):
+        ours = generate(str(out), "the quick brown", max_new_tokens=12, **options)
+        assert ours == generate(str(tiny_gpt2_dir), "the quick brown", max_new_tokens=12, **options)
+        assert len(ours) > len("the quick brown")
+    capsys.readouterr()
+    assert main(["generate", "--model", str(out), "--prompt", "the quick", "--max-new-tokens", "6",
+                 "--seed", "1"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == generate(str(tiny_gpt2_dir), "the quick", max_new_tokens=6, seed=1).strip()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])

@@ -163,10 +163,17 @@ def test_question_answering(chinese_qa_bin):
         server.stop()
 
 
-def test_generation_is_streamed_and_equals_generate(tiny_gpt2_dir):
+@pytest.mark.parametrize("source", ["folder", "export"])
+def test_generation_is_streamed_and_equals_generate(tiny_gpt2_dir, tmp_path, source):
     from hfkit.inference import generate
 
-    server = Server(tiny_gpt2_dir)
+    model = tiny_gpt2_dir
+    if source == "export":  # onnxruntime under transformers' generate: the folder's tokens
+        from hfkit.export import export
+
+        export(str(tiny_gpt2_dir), out_dir=str(tmp_path / "onnx"))
+        model = tmp_path / "onnx"
+    server = Server(model)
     try:
         body = {"prompt": "the quick brown", "max_new_tokens": 8, "temperature": 0}
         with httpx.stream("POST", f"{server.url}/generate", json=body) as reply:
