@@ -27,7 +27,7 @@ METRICS = {"eval_accuracy": ("accuracy", "accuracy"),
            "eval_loss": ("loss", "loss")}
 PLOTS = {"training_curves.png": "Training curves (train against eval, per epoch)",
          "confusion_matrix.png": "Confusion matrix of the best model on the evaluation set",
-         "predictions.png": "Evaluation images: prediction (true label), green when right"}
+         "predictions.png": "Evaluation images: prediction, its probability (true label), green when right"}
 # The first line of every generated card. `hfkit push` rewrites a README.md that starts with it and
 # uploads any other README.md as it is, so deleting the line keeps one's own edits.
 GENERATED_MARK = ("<!-- Written by `hfkit push` from recipe.yaml and all_results.json, and written again "

@@ -305,10 +305,16 @@ def write_examples(eval_ds, labels: list[int], label_names: list[str], folder: P
 
 def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,
                           out: Path) -> None:
-    preds = state.best_predictions
-    if not preds or not n_preview:
+    """``predictions.png``: evenly spaced evaluation images (a class-sorted eval set still shows every
+    class), titled with what the saved best model answers for each and how sure it is: the answers
+    of ``hfkit predict --model out`` for those images (its decoding and eval transform)."""
+    if not state.best_predictions or not n_preview:
         return
-    # evenly spaced, so a class-sorted eval set still shows every class
+    from hfkit.inference import ImageClassifier
+
     picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
-    plots.plot_prediction_grid([eval_ds.image(i) for i in picks], [int(eval_ds.labels[i]) for i in picks],
-                               [preds[i] for i in picks], label_names, out / "predictions.png")
+    images = [eval_ds.image(i) for i in picks]
+    answers = [top[0] for top in ImageClassifier(str(out)).predict(images, top_k=1)]
+    plots.plot_prediction_grid(images, [int(eval_ds.labels[i]) for i in picks],
+                               [label_names.index(name) for name, _ in answers], label_names,
+                               out / "predictions.png", probs=[p for _, p in answers])

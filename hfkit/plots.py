@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import textwrap
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,24 +136,37 @@ def _draw_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequenc
 
 
 def plot_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
-                         names: Sequence[str], path: Path) -> None:
-    """Images titled 'pred (true)': green when right, red when wrong."""
+                         names: Sequence[str], path: Path, probs: Sequence[float] | None = None) -> None:
+    """Images titled 'pred 93% (true)' (the predicted class's probability when ``probs`` is given):
+    green when right, red when wrong, under a caption that says so."""
     with _fonts_for(names):
-        _draw_prediction_grid(images, labels, preds, names, path)
+        _draw_prediction_grid(images, labels, preds, names, path, probs)
+
+
+def prediction_title(pred: str, true: str, prob: float | None) -> str:
+    return f"{pred}" + ("" if prob is None else f" {prob:.0%}") + f"\n({true})"
 
 
 def _draw_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
-                          names: Sequence[str], path: Path) -> None:
+                          names: Sequence[str], path: Path, probs: Sequence[float] | None) -> None:
     n = len(images)
     cols = min(8, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.3 * rows), squeeze=False)
+    wrong = sum(p != t for p, t in zip(preds, labels))
+    caption = textwrap.fill(f"Best model on {n} evaluation images: prediction"
+                            + (" and its probability" if probs is not None else "")
+                            + f" (true class); green right, red wrong ({wrong} wrong)",
+                            width=22 * cols)  # a narrow grid gets it on several lines
+    top = 0.2 * (caption.count("\n") + 1)  # inches for the caption
+    height = 2.3 * rows + top
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, img, true, pred in zip(axes.flat, images, labels, preds):
+    for i, (ax, img, true, pred) in enumerate(zip(axes.flat, images, labels, preds)):
         ax.imshow(img)
-        ax.set_title(f"{names[pred]}\n({names[true]})", fontsize=8,
-                     color="green" if pred == true else "red")
-    fig.tight_layout()
+        ax.set_title(prediction_title(names[pred], names[true], None if probs is None else probs[i]),
+                     fontsize=8, color="green" if pred == true else "red")
+    fig.suptitle(caption, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / height))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import PIL.Image
+import pytest
 
 from hfkit.plots import plot_confusion_matrix, plot_curves, plot_prediction_grid
 
@@ -60,3 +61,30 @@ def test_curves_still_draw(tmp_path):
     history = [{"epoch": e, "train_loss": 1 / e, "eval_loss": 1 / e, "eval_accuracy": e / 3} for e in (1, 2)]
     plot_curves(history, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_the_prediction_grid_shows_what_hfkit_predict_answers_and_how_sure(tmp_path, monkeypatch):
+    """predictions.png is drawn from the saved best model's answers: each title's class and
+    probability are what ImageClassifier (hfkit predict) gives for that image."""
+    from conftest import tiny_image_overrides, write_image_folder
+
+    from hfkit import plots
+    from hfkit.finetune import finetune
+    from hfkit.inference import ImageClassifier
+    from hfkit.recipes import load_recipe
+
+    drawn = {}
+    draw_grid = plots.plot_prediction_grid
+
+    def spy(images, labels, preds, names, path, probs=None):
+        drawn.update(images=images, preds=preds, names=names, probs=probs)
+        draw_grid(images, labels, preds, names, path, probs)
+    monkeypatch.setattr(plots, "plot_prediction_grid", spy)
+    data = write_image_folder(tmp_path / "images", {"train": 8, "val": 4})
+    finetune(load_recipe("hymenoptera", [*tiny_image_overrides(data), "train.epochs=1"],
+                         output_dir=str(tmp_path / "run")))
+    assert (tmp_path / "run" / "predictions.png").is_file() and len(drawn["images"]) == 4
+    expected = [top[0] for top in ImageClassifier(str(tmp_path / "run")).predict(drawn["images"], top_k=1)]
+    assert [drawn["names"][p] for p in drawn["preds"]] == [name for name, _ in expected]
+    assert drawn["probs"] == pytest.approx([p for _, p in expected], abs=1e-6)
+    assert plots.prediction_title("ants", "bees", 0.934) == "ants 93%\n(bees)"
