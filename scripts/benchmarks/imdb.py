@@ -108,13 +108,18 @@ def run_hfkit(args: argparse.Namespace, out: Path) -> dict:
             "train_seconds": results["train_runtime"], "accuracy": results["eval_accuracy"]}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_review_arguments(parser: argparse.ArgumentParser) -> None:
+    """The IMDb copy and the seeded subsets a MiniLM benchmark trains and tests on (lora.py too)."""
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/imdb")
     parser.add_argument("--train", type=int, default=2000, help="training reviews (seeded subset)")
     parser.add_argument("--test", type=int, default=1000, help="test reviews (seeded subset)")
     parser.add_argument("--max-length", type=int, default=256)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_review_arguments(parser)
     parser.add_argument("--lr", type=float, default=5e-5, help="both sides")
     parser.add_argument("--batch", type=int, default=16, help="both sides")
     parser.add_argument("--seed", type=int, default=42, help="train.seed for both sides")

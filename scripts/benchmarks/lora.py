@@ -26,8 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, machine_line, percent, run_recipe
-from imdb import minilm_folder
+from common import machine_line, percent, run_recipe
+from imdb import add_review_arguments, minilm_folder
 
 WEIGHTS = ("model.safetensors", "adapter_model.safetensors")
 
@@ -110,10 +110,7 @@ def report(rows: dict, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/imdb")
-    parser.add_argument("--train", type=int, default=2000, help="training reviews (seeded subset)")
-    parser.add_argument("--test", type=int, default=1000, help="test reviews (seeded subset)")
-    parser.add_argument("--max-length", type=int, default=256)
+    add_review_arguments(parser)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--lr-full", type=float, default=1e-4)
