@@ -11,6 +11,8 @@ run it on an otherwise quiet machine).
 
     python scripts/benchmarks/serve.py                       # trains a small result folder first
     python scripts/benchmarks/serve.py --model runs/ants --requests 2000 --clients 16
+    python scripts/benchmarks/serve.py --model runs/imdb-cpu --requests 500   # a text classifier:
+                                                             # IMDb test reviews as {"texts": [review]}
 
 The clients run on the same machine as the server (on a 2-core machine they take a share of it).
 """
@@ -61,9 +63,25 @@ def start_server(model: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("hfkit serve did not answer /health within 120 s")
 
 
-def load(url: str, images: list[bytes], requests: int, clients: int) -> dict:
-    """Send the requests; requests/s, latency percentiles (ms), errors, and the share of the machine's
-    CPU time that was busy meanwhile."""
+def image_request(images: list[bytes]):
+    return lambda http, url, i: http.post(f"{url}/predict",
+                                          files=[("image", ("x.jpg", images[i % len(images)]))])
+
+
+def text_request(texts: list[str]):
+    return lambda http, url, i: http.post(f"{url}/predict", json={"texts": [texts[i % len(texts)]]})
+
+
+def imdb_reviews(imdb: Path, n: int = 256) -> list[str]:
+    import pyarrow.parquet as pq
+
+    reviews = pq.read_table(imdb / "plain_text" / "test-00000-of-00001.parquet", columns=["text"])
+    return reviews.column("text").to_pylist()[::97][:n]  # spread over both classes (the file is sorted)
+
+
+def load(url: str, send, requests: int, clients: int) -> dict:
+    """Send the requests (``send(http, url, i)``, one POST); requests/s, latency percentiles (ms),
+    errors, and the share of the machine's CPU time that was busy meanwhile."""
     import httpx
 
     latencies: list[float] = []
@@ -75,8 +93,7 @@ def load(url: str, images: list[bytes], requests: int, clients: int) -> dict:
             for i in share:
                 start = time.perf_counter()
                 try:
-                    ok = http.post(f"{url}/predict", files=[("image", ("x.jpg", images[i % len(images)]))]
-                                   ).status_code == 200
+                    ok = send(http, url, i).status_code == 200
                 except httpx.HTTPError:
                     ok = False
                 latencies.append(time.perf_counter() - start)
@@ -102,10 +119,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--data", type=Path, default=DATA, help="hymenoptera_data (its val/ images are sent)")
+    parser.add_argument("--imdb", type=Path, default=REPO.parent / "shared" / "data" / "imdb",
+                        help="with a text --model: the IMDb copy whose test reviews are sent")
     args = parser.parse_args()
-    images = [p.read_bytes() for p in sorted((args.data / "val").glob("*/*.jpg"))[:64]]
-    if not images:
-        sys.exit(f"no images under {args.data / 'val'}")
+    text = args.model is not None and (args.model / "tokenizer_config.json").is_file()
+    if text:
+        send, what = text_request(imdb_reviews(args.imdb)), "one IMDb test review each, text classifier"
+    else:
+        images = [p.read_bytes() for p in sorted((args.data / "val").glob("*/*.jpg"))[:64]]
+        if not images:
+            sys.exit(f"no images under {args.data / 'val'}")
+        send, what = image_request(images), "ResNet-18, 224 px, real JPEGs"
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         model = args.model
         if model is None:  # the model's accuracy does not matter here, its size and input do
@@ -123,14 +147,13 @@ def main() -> None:
                 ("hfkit serve RUN/onnx (onnxruntime fp32, batched)", Path(tmp) / "onnx", 32)):
             server, url = start_server(served, max_batch)
             try:
-                load(url, images, 2 * args.clients, args.clients)  # warm-up
-                rows[name] = load(url, images, args.requests, args.clients)
+                load(url, send, 2 * args.clients, args.clients)  # warm-up
+                rows[name] = load(url, send, args.requests, args.clients)
             finally:
                 server.terminate()
                 server.wait(30)
     print(f"\n{machine_line()}")
-    print(f"{args.requests} POST /predict (ResNet-18, 224 px, real JPEGs) from {args.clients} clients "
-          "on loopback\n")
+    print(f"{args.requests} POST /predict ({what}) from {args.clients} clients on loopback\n")
     print("| server | requests/s | p50 ms | p95 ms | p99 ms | errors | machine busy |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
