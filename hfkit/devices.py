@@ -10,7 +10,9 @@ kept wherever the hardware runs it, and replaced by fp32 on CPUs that would only
 from __future__ import annotations
 
 import functools
+import json
 import os
+from pathlib import Path
 
 import psutil
 import torch
@@ -85,6 +87,13 @@ def write_launcher_defaults() -> str | None:
     if os.path.exists(default_config_file):
         return None
     write_basic_config(mixed_precision="no", save_location=default_config_file)
+    # use_cpu (what the basic config says on a machine without a GPU) makes every launch list the
+    # thread count it picked as a default used. Without it accelerate still runs on the CPU there,
+    # and hfkit sets the threads itself (usable cores unless the user chose), so launches are quiet.
+    config = json.loads(Path(default_config_file).read_text(encoding="utf-8"))
+    if config.get("use_cpu"):
+        config["use_cpu"] = False
+        Path(default_config_file).write_text(json.dumps(config, indent=2), encoding="utf-8")
     return (f"hfkit: wrote accelerate's default config to {default_config_file} (as `accelerate config "
             "default` does), so `accelerate launch` stops listing the defaults it used; the precision "
             "still comes from the recipe (train.mixed_precision)")

@@ -91,7 +91,8 @@ def test_fp16_on_a_cpu_falls_back_with_a_message(monkeypatch):
 def test_the_launchers_defaults_header_shows_once(tmp_path):
     """The README's `accelerate launch scripts/finetune.py ...` (no flags, no accelerate config)
     makes accelerate list the defaults it used, `--mixed_precision 'no'` among them. hfkit writes
-    accelerate's basic config on that first run, so later runs no longer list them."""
+    accelerate's basic config on that first run (without use_cpu, which would make accelerate list
+    its CPU thread count on every launch), so later runs list nothing and still use every core."""
     data = write_image_folder(tmp_path / "images", {"train": 2, "val": 2})
     sets = [arg for o in tiny_image_overrides(data) for arg in ("--set", o)]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
@@ -107,7 +108,6 @@ def test_the_launchers_defaults_header_shows_once(tmp_path):
     assert "values were not passed to `accelerate launch`" in outputs[0]
     assert "hfkit: wrote accelerate's default config" in outputs[0]
     assert (tmp_path / "hf" / "accelerate" / "default_config.yaml").is_file()
-    # what is left on a CPU is true and useful: accelerate now gives a process all physical cores
-    for misleading in ("`--mixed_precision` was set", "`--num_processes` was set", "wrote accelerate's"):
-        assert misleading not in outputs[1], outputs[1][-2000:]
-    assert f"CPU: training on {usable_cores()} threads" in outputs[1]
+    for noise in ("values were not passed to `accelerate launch`", "wrote accelerate's"):
+        assert noise not in outputs[1], outputs[1][-2000:]
+    assert f"CPU: training on {usable_cores()} threads" in outputs[1]  # hfkit's choice, not the launcher's
