@@ -131,8 +131,11 @@ def build_text_classification(recipe: Recipe) -> Run:
     def report(state: TrainerState, seconds: float) -> dict[str, Any]:
         results = summarize(state, splits.label_names, len(train_ds), len(eval_ds), seconds)
         labels = list(eval_ds["labels"])
-        return finish(recipe, state, results,
-                      lambda out: write_classification_plots(state, labels, splits.label_names, out))
+
+        def draw(out: Path) -> None:
+            write_classification_plots(state, labels, splits.label_names, out)
+            write_text_predictions(state, splits.eval, splits.label_names, out)
+        return finish(recipe, state, results, draw)
     return Run(model, train_loader, eval_loader, text_model_saver(tokenizer),
                Classification(label_smoothing=t.label_smoothing), report)
 
@@ -318,3 +321,58 @@ def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], 
     plots.plot_prediction_grid(images, [int(eval_ds.labels[i]) for i in picks],
                                [label_names.index(name) for name, _ in answers], label_names,
                                out / "predictions.png", probs=[p for _, p in answers])
+
+
+TEXT_SHOWN = 5  # texts in each table of predictions.md
+TEXT_RESCORED = 256  # at most this many wrongly predicted eval texts are scored again for it
+
+
+def write_text_predictions(state: TrainerState, eval_split, label_names: list[str], out: Path) -> None:
+    """``predictions.md``: a few evaluation texts with what the saved best model answers and how sure
+    it is, then the most confidently wrong ones (fastai's ``show_results`` and ``plot_top_losses``),
+    scored by :class:`hfkit.inference.TextClassifier`, as ``hfkit predict`` scores them."""
+    preds = state.best_predictions
+    if not preds:
+        return
+    from hfkit.inference import TextClassifier
+
+    texts, labels = eval_split["text"], eval_split["label"]
+    wrong = [i for i, (p, y) in enumerate(zip(preds, labels)) if p != y]
+    shown = _spread(range(len(texts)), TEXT_SHOWN)
+    rescored = _spread(wrong, TEXT_RESCORED)  # evenly spaced among them when there are more
+    classifier, answers = TextClassifier(str(out)), {}
+    ids = sorted(set(shown) | set(rescored))
+    for start in range(0, len(ids), 32):
+        chunk = ids[start:start + 32]
+        answers.update(zip(chunk, (top[0] for top in classifier.predict([texts[i] for i in chunk], top_k=1))))
+    worst = sorted((i for i in rescored if answers[i][0] != label_names[labels[i]]),
+                   key=lambda i: -answers[i][1])[:TEXT_SHOWN]
+    among = len(wrong) if len(wrong) == len(rescored) else f"{len(rescored)} evenly spaced of {len(wrong)}"
+    table = lambda ids: _text_table(ids, texts, labels, label_names, answers)  # noqa: E731
+    lines = ["# Predictions of the best model on the evaluation set", "",
+             f"{len(texts) - len(wrong)} of {len(texts)} right. Probabilities are the saved model's "
+             "(`hfkit predict`); a wrong prediction is in bold.", "",
+             f"## {len(shown)} evaluation texts", "", *table(shown), "",
+             f"## The most confidently wrong (among {among} wrong)", "",
+             *(table(worst) if worst else ["None."])]
+    (out / "predictions.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _spread(items, n: int) -> list:
+    items = list(items)
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
+
+
+def _text_table(ids: list[int], texts, labels, label_names: list[str], answers: dict) -> list[str]:
+    rows = ["| text | prediction | probability | true class |", "|---|---|---:|---|"]
+    for i in ids:
+        text = " ".join(texts[i].replace("<br />", " ").split())  # IMDb's line breaks are HTML
+        text = (text[:200] + " ...") if len(text) > 200 else text
+        name, prob = answers[i]
+        true = label_names[labels[i]]
+        shown = name if name == true else f"**{name}**"
+        cell = text.replace("|", "\\|")
+        rows.append(f"| {cell} | {shown} | {prob:.2f} | {true} |")
+    return rows

@@ -28,6 +28,7 @@ PUSH_PATTERNS = ["*.safetensors", "*.json", "*.yaml", "*.png", "*.txt", "*.model
                  "*.onnx", "*.onnx.data"]
 PICKLES = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]
 PUSH_EXCLUDE = [*PICKLES, ".*", "predictions.json", "nbest_predictions.json", "eval_predictions.json",
+                "predictions.md",  # evaluation texts quoted: the data may not be the user's to publish
                 "*.unchecked.onnx"]  # an export whose parity check did not pass
 # `hfkit export`'s folder inside a result folder goes up as that subfolder (the Hub's place for ONNX
 # copies, which transformers.js and optimum read)

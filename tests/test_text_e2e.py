@@ -57,6 +57,31 @@ def test_text_classifier_learns_and_saves_a_loadable_folder(imdb_run):
     assert AutoTokenizer.from_pretrained(imdb_run)("great movie")["input_ids"]
 
 
+def _table_rows(section: str) -> list[list[str]]:
+    """The cells of a markdown table's body rows."""
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| text |")]
+
+
+def test_predictions_md_shows_texts_and_the_most_confidently_wrong_as_predict_scores_them(imdb_run):
+    from hfkit.hub import push_plan
+    from hfkit.inference import TextClassifier
+
+    page = (imdb_run / "predictions.md").read_text(encoding="utf-8")
+    shown, worst = page.split("## 5 evaluation texts\n", 1)[1].split("## The most confidently wrong", 1)
+    rows = _table_rows(shown)
+    assert len(rows) == 5
+    classifier = TextClassifier(str(imdb_run))
+    for text, prediction, probability, true in rows:
+        name, prob = classifier.predict([text], top_k=1)[0][0]  # the toy reviews are short: not cut
+        assert prediction.strip("*") == name and float(probability) == pytest.approx(prob, abs=0.006)
+        assert prediction.startswith("**") == (name != true)
+    wrong = _table_rows(worst)
+    assert all(w[1].startswith("**") for w in wrong) and (wrong or "None." in worst)
+    assert [float(w[2]) for w in wrong] == sorted((float(w[2]) for w in wrong), reverse=True)
+    assert "predictions.md" in push_plan(imdb_run)[1]  # quoted evaluation data stays local
+
+
 def test_predict_prints_labels_for_texts(imdb_run):
     proc = _hfkit("predict", "--model", str(imdb_run), "--top-k", "2",
                   "the film was wonderful", "the plot was dreadful")
