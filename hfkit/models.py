@@ -21,7 +21,7 @@ from timm.models.resnet import BasicBlock, ResNet
 from hfkit.lora import is_adapter_model, load_text_model, save_adapter
 from hfkit.offline import loading_weights, offline_weights_help
 from hfkit.recipes import ModelArgs, RecipeError
-from hfkit.results import RUN_FILES, ResultFolder, read_result
+from hfkit.results import ADAPTER_CONFIG, RUN_FILES, ResultFolder, read_result
 from hfkit.tasks import TASKS
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -226,7 +226,7 @@ def image_lora_layers(model: torch.nn.Module) -> tuple[list[str], list[str]]:
 
 def load_image_model(name_or_path: str) -> torch.nn.Module:
     """Load a result folder, or a Hub repo (``hf-hub:org/name``), ready for inference."""
-    if (Path(name_or_path).expanduser() / "adapter_config.json").is_file():
+    if (Path(name_or_path).expanduser() / ADAPTER_CONFIG).is_file():
         return _load_image_adapter(name_or_path, read_result(name_or_path))
     source = _model_source(name_or_path)
     if ":" not in source:  # a bare "org/name" that is not a local folder: a Hub repo
