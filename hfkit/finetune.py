@@ -315,7 +315,7 @@ def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], 
         return
     from hfkit.inference import ImageClassifier
 
-    picks = np.linspace(0, len(eval_ds) - 1, min(n_preview, len(eval_ds))).round().astype(int)
+    picks = _spread(range(len(eval_ds)), n_preview)
     images = [eval_ds.image(i) for i in picks]
     answers = [top[0] for top in ImageClassifier(str(out)).predict(images, top_k=1)]
     plots.plot_prediction_grid(images, [int(eval_ds.labels[i]) for i in picks],
@@ -359,6 +359,7 @@ def write_text_predictions(state: TrainerState, eval_split, label_names: list[st
 
 
 def _spread(items, n: int) -> list:
+    """``n`` of ``items`` evenly spaced, first and last included (all of them when there are fewer)."""
     items = list(items)
     if len(items) <= n:
         return items

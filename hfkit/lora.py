@@ -11,6 +11,7 @@ timm) loads them and the adapter on top. Merging is ``hfkit.models.merge_adapter
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ def base_source(args: ModelArgs) -> str:
 
 
 def add_lora(model: torch.nn.Module, t: TrainArgs, task: str, base: str,
-             default_targets: list[str] | None = None, also_trained: list[str] = ()) -> torch.nn.Module:
+             default_targets: list[str] | None = None, also_trained: Sequence[str] = ()) -> torch.nn.Module:
     """``model`` as a peft model: LoRA adapters on the target layers (``train.lora_target_modules``,
     else ``default_targets``, else peft's default for the architecture), the task head and the
     ``also_trained`` modules fully trainable and saved with the adapter (peft's ``modules_to_save``),

@@ -38,6 +38,7 @@ from hfkit.devices import (
     training_precision,
     write_launcher_defaults,
 )
+from hfkit.lora import is_adapter_model
 from hfkit.models import layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
 from hfkit.recipes import Recipe, flat_fields, save_recipe
@@ -176,7 +177,7 @@ def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
     grouping for timm models, ``layer_map``'s for transformers models.
     """
     decay = t.layer_lr_decay if t.layer_lr_decay not in (None, 1.0) else None
-    if hasattr(model, "peft_config"):  # a LoRA model: group by the wrapped model's own layer names
+    if is_adapter_model(model):  # a LoRA model: group by the wrapped model's own layer names
         model = model.get_base_model()
     optimizer = create_optimizer_v2(
         model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum,
