@@ -8,7 +8,7 @@ Safe defaults: bound to 127.0.0.1 (Hugging Face Spaces set ``GRADIO_SERVER_NAME`
 share link unless asked, uploads up to :data:`MAX_FILE_SIZE`, no folder served beyond the demo's
 own uploads and example files, analytics off, and nothing fetched from outside when the page
 loads (the theme uses the system's fonts). Bad input shows a message in the page; the demo goes on
-serving. Gradio and the models are imported only when a demo is built, so importing this module
+serving; the message stays until the next request succeeds. Gradio and the models are imported only when a demo is built, so importing this module
 (as ``hfkit --help`` does) stays cheap.
 """
 
@@ -77,7 +77,19 @@ def _blocks(title: str):
 
 def _user_error(message: str):
     gr = _gradio()
-    return gr.Error(message, print_exception=False)
+    # up until the user closes it or the next request succeeds (see CLEAR_ERRORS_JS), not 10 s
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+# Gradio keeps an error's toast up for 10 s; once the next request succeeds it only misleads. gradio has
+# no call to dismiss toasts, so the page closes them itself (its error toasts share one close button).
+CLEAR_ERRORS_JS = ("() => { document.querySelectorAll('.toast-body.error [data-testid=toast-close]')"
+                   ".forEach((button) => button.click()); }")
+
+
+def _clears_errors_on_success(event) -> None:
+    """Once ``event`` (a gradio event listener's result) succeeds, close the error toasts still shown."""
+    event.success(None, None, None, js=CLEAR_ERRORS_JS, queue=False)
 
 
 def _text(value, what: str, example: str) -> str:
@@ -135,7 +147,8 @@ def image_demo(model, examples: str | os.PathLike | Sequence | None = None, top_
             gr.Examples([[f] for f in files], inputs=[image], label="Examples")
         # preprocess=False: the uploaded file's own bytes reach the classifier (gradio would re-encode
         # some images), and an unreadable file gets our message instead of a bare "Error"
-        button.click(classify, [image, k], labels, preprocess=False, api_name="classify")
+        _clears_errors_on_success(
+            button.click(classify, [image, k], labels, preprocess=False, api_name="classify"))
     return demo
 
 
@@ -202,8 +215,8 @@ def qa_demo(model) -> gr.Blocks:
                                                  color_map={"answer": "#facc15"}, show_inline_category=False,
                                                  elem_id="highlighted")
         gr.Examples([list(QA_EXAMPLE)], inputs=[question, context], label="Example")
-        gr.on([button.click, question.submit], ask, [question, context], [highlighted, answer_box, score],
-              api_name="answer")
+        _clears_errors_on_success(gr.on([button.click, question.submit], ask, [question, context],
+                                        [highlighted, answer_box, score], api_name="answer"))
     return demo
 
 
@@ -230,7 +243,7 @@ def sentiment_demo(model) -> gr.Blocks:
             with gr.Column():
                 labels = gr.Label(label="Sentiment", elem_id="labels")
         gr.Examples([[t] for t in SENTIMENT_EXAMPLES], inputs=[text], label="Examples")
-        button.click(classify, text, labels, api_name="classify")
+        _clears_errors_on_success(button.click(classify, text, labels, api_name="classify"))
     return demo
 
 
@@ -286,6 +299,7 @@ def generation_demo(model) -> gr.Blocks:
         gr.Examples([[GENERATION_EXAMPLE]], inputs=[prompt], label="Example")
         event = button.click(run, [prompt, new_tokens, temperature, top_k, top_p, penalty, seed], output,
                              api_name="generate")
+        _clears_errors_on_success(event)
         stop.click(None, cancels=[event])
     return demo
 

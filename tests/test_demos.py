@@ -253,6 +253,12 @@ class Page:
 
         expect(self.page.locator(".toast-body").filter(has_text=text)).to_be_visible(timeout=TIMEOUT_MS)
 
+    def no_errors(self) -> None:
+        """No error message shows: our errors stay until closed, so a later success closed them."""
+        from playwright.sync_api import expect
+
+        expect(self.page.locator(".toast-body.error")).to_have_count(0, timeout=TIMEOUT_MS)
+
     def outside(self) -> list[str]:
         return [u for u in self.requests
                 if urlparse(u).scheme not in ("data", "blob") and urlparse(u).hostname not in LOCAL_HOSTS]
@@ -303,6 +309,7 @@ def test_image_demo_messages_for_bad_input_and_keeps_serving(browser, image_url,
     _upload(p.page, pictures["bee"])  # a good upload after the bad one still works
     p.page.click("#run")
     expect(p.page.locator("#labels [data-testid=label-output-value]")).to_have_text(ranked[0][0])
+    p.no_errors()  # the two messages above no longer hold: the success closed them
     p.page.locator("#image").get_by_label("Remove Image").click()
     p.page.set_input_files("#image input[type=file]", str(pictures["big"]))  # over the upload limit
     p.error("exceed the maximum allowed size of 10")
@@ -365,6 +372,12 @@ def test_sentiment_demo_shows_the_label_and_scores(browser, sentiment_url, tiny_
     p.page.fill("#text textarea", "")
     p.page.click("#run")
     p.error("text is empty")
+    p.page.wait_for_timeout(11_000)  # longer than gradio's default 10 s: our message is still there
+    p.error("text is empty")
+    p.page.fill("#text textarea", text)
+    p.page.click("#run")
+    p.no_errors()
+    expect(p.page.locator("#labels [data-testid=label-output-value]")).to_have_text(ranked[0][0])
     p.close()
 
 
@@ -397,6 +410,7 @@ def test_generation_demo_streams_the_greedy_continuation(browser, generation_url
     p.page.fill("#prompt textarea", prompt)  # still serving
     p.page.click("#run")
     expect(p.page.locator("#output textarea")).to_have_value(expected)
+    p.no_errors()
     p.close()
 
 
