@@ -7,9 +7,9 @@ text generation, each a thin page over :mod:`hfkit.inference` (no second copy of
 Safe defaults: bound to 127.0.0.1 (Hugging Face Spaces set ``GRADIO_SERVER_NAME`` themselves), no
 share link unless asked, uploads up to :data:`MAX_FILE_SIZE`, no folder served beyond the demo's
 own uploads and example files, analytics off, and nothing fetched from outside when the page
-loads (the theme uses the system's fonts). Bad input shows a message in the page; the demo goes on
-serving; the message stays until the next request succeeds. Gradio and the models are imported only when a demo is built, so importing this module
-(as ``hfkit --help`` does) stays cheap.
+loads (the theme uses the system's fonts). Bad input shows a message in the page, which stays until
+the next request succeeds; the demo goes on serving. Gradio and the models are imported only when a
+demo is built, so importing this module (as ``hfkit --help`` does) stays cheap.
 """
 
 from __future__ import annotations
