@@ -1,5 +1,5 @@
 """The ``hfkit`` command: finetune, lr-find, recipes, predict, generate, qa, evaluate, download, push, export,
-serve, demo."""
+serve, demo, completion."""
 
 from __future__ import annotations
 
@@ -323,6 +323,8 @@ EXAMPLES = {
     "serve": ["hfkit serve runs/ants --port 8000",
               "hfkit serve runs/ants/onnx --max-batch 64"],
     "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
+    "completion": ["hfkit completion bash > ~/.local/share/bash-completion/completions/hfkit",
+                   "hfkit completion zsh > ~/.zfunc/_hfkit"],
     "export": ["hfkit export runs/ants --format onnx", "hfkit export runs/imdb --format onnx --quantize int8",
                "hfkit export runs/ants --quantize int8 --eval-data ./hymenoptera_data --out ./ants-onnx"],
 }
@@ -431,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_demo_parser(sub)
     add_export_parser(sub)
+    from hfkit.completion import add_completion_parser  # light: shtab loads only when asked
+
+    add_completion_parser(sub, parser)
     _with_examples(sub)
     return parser
 

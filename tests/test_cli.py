@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -115,4 +116,47 @@ def test_every_command_has_help_for_every_option_and_examples():
         for line in EXAMPLES[name]:
             import shlex
 
-            assert build_parser().parse_args(shlex.split(line)[1:]).command == name
+            words = shlex.split(line)
+            words = words[:words.index(">")] if ">" in words else words  # hfkit's part of the line
+            assert build_parser().parse_args(words[1:]).command == name
+
+
+def _complete(script: Path, words: list[str]) -> list[str]:
+    """What bash offers on Tab after ``words`` (the last one is being typed), with ``script`` loaded."""
+    import subprocess
+
+    line = " ".join(words)
+    quoted = " ".join(f"'{w}'" for w in words)
+    probe = (f"source '{script}'; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; "
+             f"COMP_POINT={len(line)}; COMPREPLY=(); _shtab_hfkit; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=script.parent, check=True)
+    return sorted(filter(None, done.stdout.splitlines()))
+
+
+def test_bash_completion_offers_commands_options_recipes_and_folders(tmp_path, capsys):
+    """The script `hfkit completion bash` prints, loaded into a real bash, completes what hfkit takes."""
+    import argparse
+    import shutil
+
+    from hfkit.cli import build_parser
+    from hfkit.recipes import list_recipes
+
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "hfkit.bash"
+    script.write_text(capsys.readouterr().out)
+    (tmp_path / "runs" / "ants").mkdir(parents=True)
+    (tmp_path / "mine.yaml").write_text("task: image-classification\n")
+    (tmp_path / "notes.txt").write_text("")
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert _complete(script, ["hfkit", ""]) == sorted(sub.choices)
+    assert _complete(script, ["hfkit", "fi"]) == ["finetune"]
+    assert _complete(script, ["hfkit", "finetune", "--re"]) == ["--recipe", "--resume"]
+    # recipe names from the registry, and YAML files (not other files)
+    assert _complete(script, ["hfkit", "finetune", "--recipe", ""]) == sorted([*list_recipes(), "mine.yaml"])
+    assert _complete(script, ["hfkit", "lr-find", "--recipe", "hy"]) == ["hymenoptera"]
+    assert _complete(script, ["hfkit", "predict", "--model", "ru"]) == ["runs"]  # folders
+    assert _complete(script, ["hfkit", "predict", "--top"]) == ["--top-k"]
+    assert _complete(script, ["hfkit", "export", "runs/ants", "--quantize", ""]) == ["int8"]
