@@ -23,7 +23,8 @@ def _recipe_preamble() -> dict[str, str]:
 
     names = " ".join(list_recipes())
     return {
-        "bash": f'{RECIPE_FUNCTION}() {{\n  compgen -W "{names}" -- "$1"\n  compgen -f -X "!*.y*ml" -- "$1"\n}}\n',
+        "bash": f'{RECIPE_FUNCTION}() {{\n  compgen -W "{names}" -- "$1"\n'
+                '  compgen -f -X "!*.y*ml" -- "$1"\n}\n',
         "zsh": f"{RECIPE_FUNCTION}() {{\n  _alternative 'recipes:recipe:({names})' "
                "'files:YAML file:_files -g \"*.y(a|)ml\"'\n}\n",
     }

@@ -129,7 +129,8 @@ def _complete(script: Path, words: list[str]) -> list[str]:
     quoted = " ".join(f"'{w}'" for w in words)
     probe = (f"source '{script}'; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; "
              f"COMP_POINT={len(line)}; COMPREPLY=(); _shtab_hfkit; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
-    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=script.parent, check=True)
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=script.parent,
+                          check=True)
     return sorted(filter(None, done.stdout.splitlines()))
 
 
