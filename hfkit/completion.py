@@ -18,13 +18,13 @@ RECIPE_FUNCTION = "_hfkit_recipes"
 
 def _recipe_preamble() -> dict[str, str]:
     """Shell functions completing ``--recipe``: the registered names (known when the script is
-    written), then YAML files."""
+    written), then YAML files and the folders that may hold them."""
     from hfkit.recipes import list_recipes
 
     names = " ".join(list_recipes())
     return {
         "bash": f'{RECIPE_FUNCTION}() {{\n  compgen -W "{names}" -- "$1"\n'
-                '  compgen -f -X "!*.y*ml" -- "$1"\n}\n',
+                '  compgen -f -X "!*.y*ml" -- "$1"\n  compgen -d -- "$1"\n}\n',
         "zsh": f"{RECIPE_FUNCTION}() {{\n  _alternative 'recipes:recipe:({names})' "
                "'files:YAML file:_files -g \"*.y(a|)ml\"'\n}\n",
     }

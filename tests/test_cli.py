@@ -155,8 +155,9 @@ def test_bash_completion_offers_commands_options_recipes_and_folders(tmp_path, c
     assert _complete(script, ["hfkit", ""]) == sorted(sub.choices)
     assert _complete(script, ["hfkit", "fi"]) == ["finetune"]
     assert _complete(script, ["hfkit", "finetune", "--re"]) == ["--recipe", "--resume"]
-    # recipe names from the registry, and YAML files (not other files)
-    assert _complete(script, ["hfkit", "finetune", "--recipe", ""]) == sorted([*list_recipes(), "mine.yaml"])
+    # recipe names from the registry, YAML files (not other files) and folders
+    assert _complete(script, ["hfkit", "finetune", "--recipe", ""]) == sorted([*list_recipes(), "mine.yaml",
+                                                                              "runs"])
     assert _complete(script, ["hfkit", "lr-find", "--recipe", "hy"]) == ["hymenoptera"]
     assert _complete(script, ["hfkit", "predict", "--model", "ru"]) == ["runs"]  # folders
     assert _complete(script, ["hfkit", "predict", "--top"]) == ["--top-k"]
