@@ -138,6 +138,13 @@ def default_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def onnx_device(device: str | None) -> torch.device:
+    """The CPU, where an ONNX export runs (onnxruntime's CPU provider); any other ``device`` is an error."""
+    if device not in (None, "cpu"):
+        raise ValueError(f"an ONNX export runs on the CPU (onnxruntime), not on '{device}'")
+    return torch.device("cpu")
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has bf16 kernels for this CPU (AVX512 or AVX512-BF16/AMX on x86, BF16 on Arm).
 

@@ -35,7 +35,6 @@ Choices, as measured here (torch 2.14, onnxruntime 1.32, onnxscript 0.7, transfo
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 import json
@@ -52,6 +51,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from hfkit.devices import onnx_device
 from hfkit.inference import ImageClassifier, QuestionAnswerer, TextClassifier, _load_causal_lm
 from hfkit.models import position_limit
 from hfkit.results import ONNX_FILE, QA_DEFAULTS, ResultFolder, read_result
@@ -451,8 +451,9 @@ class CausalLMExport(_TextExport):
     :class:`OnnxCausalLM` (which runs the whole sequence at each step)."""
 
     def __init__(self, found: ResultFolder) -> None:
-        model, tokenizer = _load_causal_lm(found.source, "cpu")
-        tokenizer = copy.deepcopy(tokenizer)  # the loader caches it: generate must get it unchanged
+        # a copy of its own (not the loader's cached one, which generate and the demo use): setup
+        # switches its attention to eager and the tokenizer gets a pad token
+        model, tokenizer = _load_causal_lm.__wrapped__(found.source, "cpu")
         if tokenizer.pad_token is None:  # GPT-2 has none; padding the parity batches reuses end-of-text
             tokenizer.pad_token = tokenizer.eos_token
         self.setup(model, tokenizer, use_cache=False)
@@ -543,19 +544,13 @@ class _ImageSession:
         return self.session(pixel_values=batch).logits
 
 
-def _cpu(device: str | None) -> torch.device:
-    if device not in (None, "cpu"):
-        raise ValueError(f"an ONNX export runs on the CPU (onnxruntime), not on '{device}'")
-    return torch.device("cpu")
-
-
 class OnnxImageClassifier(ImageClassifier):
     """:class:`ImageClassifier` (same decoding, transform, labels, ``predict``) on an export folder."""
 
     def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE) -> None:
         from timm.models._hub import load_model_config_from_path
 
-        self.device = _cpu(device)
+        self.device = onnx_device(device)
         # timm's own parse of config.json: the pretrained_cfg timm.create_model gives the PyTorch model
         pretrained_cfg, _, _ = load_model_config_from_path(folder)
         num_classes = read_result(folder).config["num_classes"]
@@ -568,7 +563,7 @@ class OnnxTextClassifier(TextClassifier):
     def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        self.device = _cpu(device)
+        self.device = onnx_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder))
         self.use(folder)
@@ -585,7 +580,7 @@ class OnnxQuestionAnswerer(QuestionAnswerer):
         if precision != "fp32":
             raise ValueError(f"an ONNX export runs in the precision it was written in, not '{precision}': "
                              f"{ONNX_FILE} is fp32, {INT8_FILE} int8")
-        self.device = _cpu(device)
+        self.device = onnx_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.use(OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder)), folder, max_length,
                  doc_stride)

@@ -14,7 +14,7 @@ import torch
 
 from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
 from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
-from hfkit.devices import default_device
+from hfkit.devices import default_device, onnx_device
 from hfkit.lora import load_text_model
 from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.offline import is_hub_id, loading_weights
@@ -186,8 +186,7 @@ def _load_causal_lm(name_or_path: str, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if is_export(name_or_path):  # onnxruntime, driven by transformers' generate (hfkit.export)
-        if device not in (None, "cpu"):
-            raise ValueError(f"an ONNX export runs on the CPU (onnxruntime), not on '{device}'")
+        onnx_device(device)
         return read_result(name_or_path).predictor()(name_or_path)
     device = default_device(device)
     with loading_weights(name_or_path):

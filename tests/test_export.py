@@ -160,10 +160,15 @@ def test_qa_export_answers_as_the_pytorch_model(chinese_qa_safetensors, tmp_path
 def test_causal_lm_export_generates_what_the_folder_generates(tiny_gpt2_dir, tmp_path, capsys):
     """transformers' generate drives the export: greedy and seeded sampling give the PyTorch
     folder's tokens, through the command too."""
-    from hfkit.inference import generate
+    from hfkit.inference import _load_causal_lm, generate
 
+    cached = {device: _load_causal_lm(str(tiny_gpt2_dir), device) for device in (None, "cpu")}  # generate's
     out = tmp_path / "onnx"
     report = export(str(tiny_gpt2_dir), out_dir=str(out))
+    # the export worked on a copy of its own: eager attention and the pad token stayed there
+    for device, (model, tokenizer) in cached.items():
+        assert _load_causal_lm(str(tiny_gpt2_dir), device)[0] is model
+        assert (model.config._attn_implementation, tokenizer.pad_token) == ("sdpa", None)
     assert report.checks[1].max_abs_diff <= report.tolerance and report.checks[1].top1_agreement == 1.0
     assert read_result(str(out)).task.name == "causal-lm"
     for options in ({"temperature": 0.0}, {"temperature": 0.9, "top_k": 20, "top_p": 0.9, "seed": 3},
