@@ -8,8 +8,8 @@ Safe defaults: bound to 127.0.0.1 (Hugging Face Spaces set ``GRADIO_SERVER_NAME`
 share link unless asked, uploads up to :data:`MAX_FILE_SIZE`, no folder served beyond the demo's
 own uploads and example files, analytics off, and nothing fetched from outside when the page
 loads (the theme uses the system's fonts). Bad input shows a message in the page, which stays until
-the next request succeeds; the demo goes on serving. Gradio and the models are imported only when a
-demo is built, so importing this module (as ``hfkit --help`` does) stays cheap.
+the user closes it or makes the next request; the demo goes on serving. Gradio and the models are
+imported only when a demo is built, so importing this module (as ``hfkit --help`` does) stays cheap.
 """
 
 from __future__ import annotations
@@ -77,19 +77,24 @@ def _blocks(title: str):
 
 def _user_error(message: str):
     gr = _gradio()
-    # up until the user closes it or the next request succeeds (see CLEAR_ERRORS_JS), not 10 s
+    # shown until the user closes it or makes the next request (see CLEAR_ERRORS_JS), not for 10 s
     return gr.Error(message, duration=None, print_exception=False)
 
 
-# Gradio keeps an error's toast up for 10 s; once the next request succeeds it only misleads. gradio has
-# no call to dismiss toasts, so the page closes them itself (its error toasts share one close button).
+# A new request makes the messages still shown about an earlier try stale, but gradio has no call to
+# dismiss them: the page closes them itself (gradio groups its error messages under one close button).
 CLEAR_ERRORS_JS = ("() => { document.querySelectorAll('.toast-body.error [data-testid=toast-close]')"
                    ".forEach((button) => button.click()); }")
 
 
-def _clears_errors_on_success(event) -> None:
-    """Once ``event`` (a gradio event listener's result) succeeds, close the error toasts still shown."""
-    event.success(None, None, None, js=CLEAR_ERRORS_JS, queue=False)
+def _closes_old_errors(*triggers) -> None:
+    """When a request starts from any of ``triggers`` (e.g. ``button.click``), close the error
+    messages on the page: what shows is then about the latest try only.
+
+    Call it before adding the request's own listener: gradio runs the listeners of one trigger in
+    the order they were added, each after the one before has finished, so one added after the
+    request would close the request's own new message."""
+    _gradio().on(list(triggers), None, None, None, js=CLEAR_ERRORS_JS)
 
 
 def _text(value, what: str, example: str) -> str:
@@ -147,8 +152,8 @@ def image_demo(model, examples: str | os.PathLike | Sequence | None = None, top_
             gr.Examples([[f] for f in files], inputs=[image], label="Examples")
         # preprocess=False: the uploaded file's own bytes reach the classifier (gradio would re-encode
         # some images), and an unreadable file gets our message instead of a bare "Error"
-        _clears_errors_on_success(
-            button.click(classify, [image, k], labels, preprocess=False, api_name="classify"))
+        _closes_old_errors(button.click)
+        button.click(classify, [image, k], labels, preprocess=False, api_name="classify")
     return demo
 
 
@@ -215,8 +220,9 @@ def qa_demo(model) -> gr.Blocks:
                                                  color_map={"answer": "#facc15"}, show_inline_category=False,
                                                  elem_id="highlighted")
         gr.Examples([list(QA_EXAMPLE)], inputs=[question, context], label="Example")
-        _clears_errors_on_success(gr.on([button.click, question.submit], ask, [question, context],
-                                        [highlighted, answer_box, score], api_name="answer"))
+        _closes_old_errors(button.click, question.submit)
+        gr.on([button.click, question.submit], ask, [question, context], [highlighted, answer_box, score],
+              api_name="answer")
     return demo
 
 
@@ -243,7 +249,8 @@ def sentiment_demo(model) -> gr.Blocks:
             with gr.Column():
                 labels = gr.Label(label="Sentiment", elem_id="labels")
         gr.Examples([[t] for t in SENTIMENT_EXAMPLES], inputs=[text], label="Examples")
-        _clears_errors_on_success(button.click(classify, text, labels, api_name="classify"))
+        _closes_old_errors(button.click)
+        button.click(classify, text, labels, api_name="classify")
     return demo
 
 
@@ -297,9 +304,9 @@ def generation_demo(model) -> gr.Blocks:
             with gr.Column():
                 output = gr.Textbox(label="Text", lines=12, interactive=False, elem_id="output")
         gr.Examples([[GENERATION_EXAMPLE]], inputs=[prompt], label="Example")
+        _closes_old_errors(button.click)
         event = button.click(run, [prompt, new_tokens, temperature, top_k, top_p, penalty, seed], output,
                              api_name="generate")
-        _clears_errors_on_success(event)
         stop.click(None, cancels=[event])
     return demo
 

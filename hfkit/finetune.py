@@ -289,21 +289,28 @@ def write_classification_plots(state: TrainerState, labels: list[int], label_nam
 
 
 EXAMPLES = "examples"  # a few evaluation images per class, which `hfkit demo` offers
-EXAMPLES_PER_CLASS = 2
+MAX_EXAMPLES = 10  # what one page of a Gradio demo's examples shows
+
+
+def example_file_stem(label: str) -> str:
+    """The start of an example image's file name: its class, in characters safe in any file system."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)[:40]
 
 
 def write_examples(eval_ds, labels: list[int], label_names: list[str], folder: Path) -> None:
-    """The first EXAMPLES_PER_CLASS evaluation images of each class (at most 12 in all) as PNGs
-    named after their class, so a demo of the run shows pictures of its own data."""
+    """Evaluation images as PNGs named ``<class>-<index>.png``, so a demo of the run shows pictures
+    of its own data: the first two of each class, or one each when that would pass MAX_EXAMPLES
+    (CIFAR-10's ten classes each get one), taking the first classes when even that is too many."""
+    classes = sorted(set(labels))
+    per_class = max(1, min(2, MAX_EXAMPLES // max(len(classes), 1)))
     picks: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        if len(picks.setdefault(y, [])) < EXAMPLES_PER_CLASS:
+        if len(picks.setdefault(y, [])) < per_class:
             picks[y].append(i)
-    chosen = [(y, i) for y in sorted(picks) for i in picks[y]][:12]
+    chosen = [(y, i) for y in sorted(picks) for i in picks[y]][:MAX_EXAMPLES]
     folder.mkdir(exist_ok=True)
     for y, i in chosen:
-        name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label_names[y])[:40]
-        eval_ds.image(i).save(folder / f"{name}-{i}.png")
+        eval_ds.image(i).save(folder / f"{example_file_stem(label_names[y])}-{i}.png")
 
 
 def write_prediction_grid(state: TrainerState, eval_ds, label_names: list[str], n_preview: int,

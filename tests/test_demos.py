@@ -253,8 +253,14 @@ class Page:
 
         expect(self.page.locator(".toast-body").filter(has_text=text)).to_be_visible(timeout=TIMEOUT_MS)
 
+    def gone(self, text: str) -> None:
+        """No error message containing ``text`` shows (any more)."""
+        from playwright.sync_api import expect
+
+        expect(self.page.locator(".toast-body").filter(has_text=text)).to_have_count(0, timeout=TIMEOUT_MS)
+
     def no_errors(self) -> None:
-        """No error message shows: our errors stay until closed, so a later success closed them."""
+        """No error message shows: ours stay until closed, so the latest request closed them."""
         from playwright.sync_api import expect
 
         expect(self.page.locator(".toast-body.error")).to_have_count(0, timeout=TIMEOUT_MS)
@@ -350,6 +356,7 @@ def test_qa_demo_highlights_the_answer_with_its_score(browser, qa_url, chinese_q
     p.page.fill("#context textarea", "   ")
     p.page.click("#run")
     p.error("context is empty")
+    p.gone("question is empty")  # the next try closed the message about the one before
     p.page.fill("#context textarea", "абвгд ежзий клмно прсту фхцчш щъыьэ юя " * 3)  # a script it never saw
     p.page.click("#run")
     p.error("unknown to this model")
@@ -372,7 +379,7 @@ def test_sentiment_demo_shows_the_label_and_scores(browser, sentiment_url, tiny_
     p.page.fill("#text textarea", "")
     p.page.click("#run")
     p.error("text is empty")
-    p.page.wait_for_timeout(11_000)  # longer than gradio's default 10 s: our message is still there
+    p.page.wait_for_timeout(11_000)  # past gradio's default 10 s: our message is still there
     p.error("text is empty")
     p.page.fill("#text textarea", text)
     p.page.click("#run")
@@ -431,6 +438,28 @@ def test_the_image_demo_offers_the_runs_own_evaluation_images(image_run, tmp_pat
     assert demos.default_examples(str(image_run), None) == image_run / "examples"
     assert demos.default_examples(str(image_run), str(tmp_path)) == str(tmp_path)
     assert demos._example_images(image_run / "examples") == [str(image_run / "examples" / n) for n in own]
+
+
+@pytest.mark.parametrize("n_classes, expected", [(2, 4), (10, 10), (30, 10)])
+def test_a_runs_examples_fit_one_page_and_cover_the_classes_they_can(n_classes, expected, tmp_path):
+    """Two per class, one each past five classes (all ten of CIFAR-10 on the demo's one page of
+    examples), the first ten classes beyond that; each named after its class."""
+    import PIL.Image
+
+    from hfkit.finetune import MAX_EXAMPLES, write_examples
+
+    class Images:  # what write_examples reads of an evaluation set
+        def image(self, i):
+            return PIL.Image.new("RGB", (8, 8), (i % 256, 0, 0))
+
+    labels = [i % n_classes for i in range(5 * n_classes)]
+    names = [f"class {c}/x" for c in range(n_classes)]
+    write_examples(Images(), labels, names, tmp_path / "examples")
+    files = sorted(p.name for p in (tmp_path / "examples").iterdir())
+    assert len(files) == expected <= MAX_EXAMPLES
+    classes = {int(f.split("-")[0].removeprefix("class_").split("_")[0]) for f in files}
+    assert classes == set(range(min(n_classes, MAX_EXAMPLES)))
+    assert all(f.startswith("class_") and "/" not in f for f in files)
 
 
 def test_the_demo_says_where_it_is_in_hfkits_words(tiny_bert_dir, capfd):
