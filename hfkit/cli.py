@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from hfkit.completion import add_completion_parser
 from hfkit.offline import go_offline_if_unreachable
 
 
@@ -323,8 +324,9 @@ EXAMPLES = {
     "serve": ["hfkit serve runs/ants --port 8000",
               "hfkit serve runs/ants/onnx --max-batch 64"],
     "demo": ["hfkit demo runs/ants", "hfkit demo runs/cmrc2018 --port 7861"],
-    "completion": ["hfkit completion bash > ~/.local/share/bash-completion/completions/hfkit",
-                   "hfkit completion zsh > ~/.zfunc/_hfkit"],
+    "completion": ["mkdir -p ~/.local/share/bash-completion/completions && "
+                   "hfkit completion bash > ~/.local/share/bash-completion/completions/hfkit",
+                   "mkdir -p ~/.zfunc && hfkit completion zsh > ~/.zfunc/_hfkit"],
     "export": ["hfkit export runs/ants --format onnx", "hfkit export runs/imdb --format onnx --quantize int8",
                "hfkit export runs/ants --quantize int8 --eval-data ./hymenoptera_data --out ./ants-onnx"],
 }
@@ -433,8 +435,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_demo_parser(sub)
     add_export_parser(sub)
-    from hfkit.completion import add_completion_parser  # light: shtab loads only when asked
-
     add_completion_parser(sub, parser)
     _with_examples(sub)
     return parser

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 
 SHELLS = ("bash", "zsh", "tcsh")
-DIRECTORY_ARGUMENTS = {"run_dir", "model", "output_dir", "out", "to", "examples"}  # folders (or Hub ids)
+DIRECTORY_ARGUMENTS = {"run_dir", "model", "output_dir", "out", "to", "examples", "resume", "dry_run"}
 FILE_ARGUMENTS = {"inputs", "context_file", "data", "eval_data", "apply"}
-RECIPE_FUNCTION = "_hfkit_recipes"
+RECIPE_ARGUMENTS = {"recipe", "show"}  # --recipe NAME|FILE, hfkit recipes --show NAME|FILE
+# shtab lets bash treat the words as paths (a "/" after a folder, no space) only for functions whose
+# names say files or folders (_file, _dir, ...)
+RECIPE_FUNCTION = "_hfkit_recipe_files"
 
 
 def _recipe_preamble() -> dict[str, str]:
@@ -38,7 +41,7 @@ def _mark_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
                 _mark_arguments(sub)
-        elif action.dest == "recipe":
+        elif action.dest in RECIPE_ARGUMENTS:
             action.complete = {"bash": RECIPE_FUNCTION, "zsh": RECIPE_FUNCTION, "tcsh": "f"}
         elif action.dest in DIRECTORY_ARGUMENTS:
             action.complete = shtab.DIRECTORY
@@ -58,10 +61,15 @@ def add_completion_parser(subparsers, root: argparse.ArgumentParser) -> None:
     """Add ``hfkit completion SHELL``; ``root`` is the parser whose commands it completes."""
     p = subparsers.add_parser(
         "completion", help="print a shell completion script (bash, zsh or tcsh)",
-        description="Print a script that completes hfkit's commands, options, recipe names and paths on "
-                    "Tab. bash: save it as ~/.local/share/bash-completion/completions/hfkit (read by the "
-                    "next shell; or put eval \"$(hfkit completion bash)\" in ~/.bashrc); zsh: save it as "
-                    "_hfkit in a folder of $fpath (e.g. ~/.zfunc, with fpath+=~/.zfunc before compinit in "
-                    "~/.zshrc); tcsh: eval `hfkit completion tcsh`. Write it again after upgrading hfkit.")
+        description="Print a script that completes hfkit's commands, options, recipe names and paths "
+                    "on Tab. bash: save it as ~/.local/share/bash-completion/completions/hfkit (make the "
+                    "folder first; the next shell reads it), or put eval \"$(hfkit completion bash)\" in "
+                    "~/.bashrc; zsh: save it as _hfkit in a folder of $fpath (e.g. ~/.zfunc, with "
+                    "fpath+=~/.zfunc before compinit in ~/.zshrc); tcsh: save it to a file and source that "
+                    "file from ~/.tcshrc. Write it again after upgrading hfkit.")
     p.add_argument("shell", choices=SHELLS, help="the shell the script is for")
-    p.set_defaults(func=lambda args: print(completion_script(root, args.shell)) or 0)
+
+    def completion_command(args: argparse.Namespace) -> int:
+        print(completion_script(root, args.shell))
+        return 0
+    p.set_defaults(func=completion_command)

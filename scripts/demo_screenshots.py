@@ -1,12 +1,18 @@
 """Screenshots of the four web demos for README.md: docs/screenshots/<demo>.png.
 
-Trains tiny models on the test suite's synthetic data (seconds each, on a CPU), serves each demo
-on a free local port, fills in an example in headless Chromium (Debian's ``chromium`` package with
-Playwright's Python package), and saves the page as a small palette PNG.
+Serves each demo on a free local port, fills in an example in headless Chromium (Debian's
+``chromium`` package with Playwright's Python package), and saves the page as a small palette PNG.
+The model of a demo is a result folder given with ``--run DEMO=DIR`` (the README's pictures come
+from real runs, see below); a demo without one gets a tiny model trained here in seconds on the
+test suite's synthetic data, which is only good for checking the page.
 
     apt-get install -y chromium fonts-wqy-microhei     # the browser, and a font with Chinese glyphs
     pip install -e ".[dev]"                            # Playwright comes with the dev extra
-    python scripts/demo_screenshots.py                 # writes docs/screenshots/*.png
+    python scripts/demo_screenshots.py --run image=runs/cifar10 --run sentiment=runs/imdb-minilm
+
+The image demo classifies the first of the run's own example images (``<run>/examples``, written
+by ``hfkit finetune`` from its evaluation data) that the model gets right; the sentiment demo a
+review written for the picture.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ sys.path.insert(0, str(REPO / "tests"))  # the synthetic data and tiny models of
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 QA_QUESTION = "谁是人工智能之父？"
-QA_CONTEXT = "人工智能之父是谁？答案是艾伦图灵。他被誉为计算机科学的奠基人。"  # the toy set's pattern
-REVIEW = "the film was wonderful and the actors were brilliant"
+# the toy set's pattern (filler, 答案是, the answer, 。, filler) in the characters the toy model saw
+QA_CONTEXT = "这个人说到的答案是艾伦图灵。他在这个国中的地方上发动了一个大的生产。"
+TOY_REVIEW = "the film was wonderful and the actors were brilliant"  # what the toy model learnt
+REVIEW = ("A wonderful film: the actors were brilliant, the story kept me hooked from the first scene "
+          "to the last, and I would happily watch it again.")
 PROMPT = "the quick brown"
 
 
@@ -47,10 +56,10 @@ def train_qa(root: Path) -> Path:
     from hfkit.finetune import finetune
     from hfkit.recipes import load_recipe
 
-    data = write_toy_cmrc(root / "cmrc", train=400, dev=40)
+    data = write_toy_cmrc(root / "cmrc", train=800, dev=40)
     model = write_chinese_qa_model(root / "qa-untrained", "bin")
     finetune(load_recipe("cmrc2018", [
-        f"data.path={data}", f"model.name={model}", "train.epochs=10", "train.lr=2e-3", "data.max_length=64",
+        f"data.path={data}", f"model.name={model}", "train.epochs=12", "train.lr=2e-3", "data.max_length=64",
         "data.doc_stride=16", "train.mixed_precision=no", "train.warmup_ratio=0"],
         output_dir=str(root / "cmrc2018")))
     return root / "cmrc2018"
@@ -101,27 +110,41 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def fill_image(page) -> None:
-    page.locator(".gallery-item").nth(1).click()  # the bee drawing
+def right_example(run: Path) -> int:
+    """The index, among the demo's examples, of the first one the model classifies right."""
+    from hfkit import demo as demos
+    from hfkit.inference import ImageClassifier
+
+    files = demos._example_images(demos.default_examples(str(run), None))
+    classifier = ImageClassifier(str(run))
+    for i, file in enumerate(files):
+        (ranked,) = classifier.predict([classifier.load(file)], top_k=1)
+        if Path(file).stem.rsplit("-", 1)[0] == ranked[0][0]:  # examples are named <class>-<index>
+            return i
+    return 0
+
+
+def fill_image(page, run: Path, toy: bool) -> None:
+    page.locator(".gallery-item").nth(right_example(run)).click()
     page.wait_for_selector("#image img[src*='file=']")
     page.click("#run")
     page.wait_for_selector("#labels [data-testid=label-output-value]")
 
 
-def fill_qa(page) -> None:
+def fill_qa(page, run: Path, toy: bool) -> None:
     page.fill("#question textarea", QA_QUESTION)
     page.fill("#context textarea", QA_CONTEXT)
     page.click("#run")
     page.wait_for_selector("#highlighted .highlighted")
 
 
-def fill_sentiment(page) -> None:
-    page.fill("#text textarea", REVIEW)
+def fill_sentiment(page, run: Path, toy: bool) -> None:
+    page.fill("#text textarea", TOY_REVIEW if toy else REVIEW)
     page.click("#run")
     page.wait_for_selector("#labels [data-testid=label-output-value]")
 
 
-def fill_generation(page) -> None:
+def fill_generation(page, run: Path, toy: bool) -> None:
     page.fill("#prompt textarea", PROMPT)
     for elem_id, value in (("temperature", 0), ("max-new-tokens", 24)):
         box = page.locator(f"#{elem_id} input[type=number]")
@@ -146,12 +169,26 @@ def save_small_png(raw: bytes, path: Path) -> None:
         img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def _given_runs(pairs: list[str]) -> dict[str, Path]:
+    runs = {}
+    for pair in pairs:
+        name, _, folder = pair.partition("=")
+        if name not in DEMOS or not Path(folder).is_dir():
+            raise SystemExit(f"--run {pair}: expected DEMO=DIR with DEMO one of {', '.join(DEMOS)} "
+                             "and DIR a result folder")
+        runs[name] = Path(folder)
+    return runs
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--only", choices=sorted(DEMOS), action="append", help="these demos only")
+    parser.add_argument("--run", action="append", default=[], metavar="DEMO=DIR",
+                        help="the result folder to show in a demo (default: a toy model trained here)")
     args = parser.parse_args()
+    given = _given_runs(args.run)
 
     from playwright.sync_api import sync_playwright
 
@@ -164,19 +201,20 @@ def main() -> int:
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
         for name in args.only or DEMOS:
             train, fill = DEMOS[name]
-            run = train(Path(tmp))
-            blocks = demos.build_demo(str(run), name, examples=demos.SHIPPED_EXAMPLES)
+            run = given.get(name) or train(Path(tmp))
+            # what `hfkit demo RUN` offers: the run's own example images, else the shipped ones
+            blocks = demos.build_demo(str(run), name, examples=demos.default_examples(str(run), None))
             _, url, _ = demos.launch(blocks, port=_free_port(), block=False)
             try:
                 page = browser.new_page(viewport={"width": 1100, "height": 640})
                 page.set_default_timeout(60_000)
                 page.goto(url)
                 page.wait_for_selector("#run")
-                fill(page)
+                fill(page, run, name not in given)
                 target = args.out / f"{name}.png"
                 save_small_png(page.screenshot(full_page=True), target)
                 print(f"{target.relative_to(REPO) if target.is_relative_to(REPO) else target}: "
-                      f"{target.stat().st_size // 1024} KB")
+                      f"{target.stat().st_size // 1024} KB, model {run}")
                 page.close()
             finally:
                 blocks.close()

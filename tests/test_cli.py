@@ -117,6 +117,7 @@ def test_every_command_has_help_for_every_option_and_examples():
             import shlex
 
             words = shlex.split(line)
+            words = words[len(words) - words[::-1].index("&&"):] if "&&" in words else words
             words = words[:words.index(">")] if ">" in words else words  # hfkit's part of the line
             assert build_parser().parse_args(words[1:]).command == name
 
@@ -127,11 +128,16 @@ def _complete(script: Path, words: list[str]) -> list[str]:
 
     line = " ".join(words)
     quoted = " ".join(f"'{w}'" for w in words)
-    probe = (f"source '{script}'; COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; "
-             f"COMP_POINT={len(line)}; COMPREPLY=(); _shtab_hfkit; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+    # compopt works only inside a real completion: record what the script asks of it instead
+    probe = (f"source '{script}'; compopt() {{ echo \"compopt $*\" > compopt.log; }}; COMP_WORDS=({quoted}); "
+             f"COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; COMP_POINT={len(line)}; COMPREPLY=(); "
+             f"_shtab_hfkit; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, cwd=script.parent,
                           check=True)
-    return sorted(filter(None, done.stdout.splitlines()))
+    log = script.parent / "compopt.log"
+    paths = log.exists() and "compopt -o filenames" in log.read_text()  # bash: "/" after folders, no space
+    log.unlink(missing_ok=True)
+    return sorted(filter(None, done.stdout.splitlines())) + (["(paths)"] if paths else [])
 
 
 def test_bash_completion_offers_commands_options_recipes_and_folders(tmp_path, capsys):
@@ -157,8 +163,10 @@ def test_bash_completion_offers_commands_options_recipes_and_folders(tmp_path, c
     assert _complete(script, ["hfkit", "finetune", "--re"]) == ["--recipe", "--resume"]
     # recipe names from the registry, YAML files (not other files) and folders
     assert _complete(script, ["hfkit", "finetune", "--recipe", ""]) == sorted([*list_recipes(), "mine.yaml",
-                                                                              "runs"])
-    assert _complete(script, ["hfkit", "lr-find", "--recipe", "hy"]) == ["hymenoptera"]
-    assert _complete(script, ["hfkit", "predict", "--model", "ru"]) == ["runs"]  # folders
+                                                                              "runs"]) + ["(paths)"]
+    assert _complete(script, ["hfkit", "recipes", "--show", "cif"]) == ["cifar10", "(paths)"]
+    assert _complete(script, ["hfkit", "lr-find", "--recipe", "hy"]) == ["hymenoptera", "(paths)"]
+    assert _complete(script, ["hfkit", "predict", "--model", "ru"]) == ["runs", "(paths)"]  # folders
+    assert _complete(script, ["hfkit", "finetune", "--resume", "ru"]) == ["runs", "(paths)"]
     assert _complete(script, ["hfkit", "predict", "--top"]) == ["--top-k"]
     assert _complete(script, ["hfkit", "export", "runs/ants", "--quantize", ""]) == ["int8"]
