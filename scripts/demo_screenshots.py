@@ -6,7 +6,7 @@ The model of a demo is a result folder given with ``--run DEMO=DIR`` (the README
 from real runs, see below); a demo without one gets a tiny model trained here in seconds on the
 test suite's synthetic data, which is only good for checking the page.
 
-    apt-get install -y chromium fonts-wqy-microhei     # the browser, and a font with Chinese glyphs
+    apt-get install -y chromium                        # the browser (Chinese: hfkit's Noto Sans SC)
     pip install -e ".[dev]"                            # Playwright comes with the dev extra
     python scripts/demo_screenshots.py --run image=runs/cifar10 --run sentiment=runs/imdb-minilm
 
@@ -111,17 +111,18 @@ def _free_port() -> int:
 
 
 def right_example(run: Path) -> int:
-    """The index, among the demo's examples, of the first one the model classifies right."""
+    """The index, among the demo's examples (its first page), of the first one the model gets right."""
     from hfkit import demo as demos
+    from hfkit.finetune import MAX_EXAMPLES, example_file_stem
     from hfkit.inference import ImageClassifier
 
-    files = demos._example_images(demos.default_examples(str(run), None))
+    files = demos._example_images(demos.default_examples(str(run), None))[:MAX_EXAMPLES]
     classifier = ImageClassifier(str(run))
     for i, file in enumerate(files):
         (ranked,) = classifier.predict([classifier.load(file)], top_k=1)
-        if Path(file).stem.rsplit("-", 1)[0] == ranked[0][0]:  # examples are named <class>-<index>
+        if Path(file).stem.rsplit("-", 1)[0] == example_file_stem(ranked[0][0]):  # <class>-<index>.png
             return i
-    return 0
+    raise SystemExit(f"{run}: the model gets none of its {len(files)} example images right")
 
 
 def fill_image(page, run: Path, toy: bool) -> None:
@@ -132,8 +133,11 @@ def fill_image(page, run: Path, toy: bool) -> None:
 
 
 def fill_qa(page, run: Path, toy: bool) -> None:
-    page.fill("#question textarea", QA_QUESTION)
-    page.fill("#context textarea", QA_CONTEXT)
+    from hfkit.demo import QA_EXAMPLE
+
+    question, context = (QA_QUESTION, QA_CONTEXT) if toy else QA_EXAMPLE
+    page.fill("#question textarea", question)
+    page.fill("#context textarea", context)
     page.click("#run")
     page.wait_for_selector("#highlighted .highlighted")
 
@@ -169,6 +173,23 @@ def save_small_png(raw: bytes, path: Path) -> None:
         img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
+def chinese_fonts(tmp: Path) -> dict[str, str]:
+    """Environment for the browser: fontconfig with hfkit's packaged Noto Sans SC added (the one its
+    plots use), so the QA page's Chinese shows on a machine without a system CJK font."""
+    import pylopdf_fonts_zh_cn
+
+    conf = tmp / "fonts.conf"
+    conf.write_text(f"""<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "fonts.dtd">
+<fontconfig>
+  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>
+  <dir>{Path(pylopdf_fonts_zh_cn.__file__).parent}</dir>
+  <cachedir>{tmp / "fontconfig-cache"}</cachedir>
+</fontconfig>
+""")
+    return {**os.environ, "FONTCONFIG_FILE": str(conf)}
+
+
 def _given_runs(pairs: list[str]) -> dict[str, Path]:
     runs = {}
     for pair in pairs:
@@ -196,7 +217,7 @@ def main() -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hfkit-screens-") as tmp, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=args.chromium, args=[
+        browser = p.chromium.launch(executable_path=args.chromium, env=chinese_fonts(Path(tmp)), args=[
             "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
         for name in args.only or DEMOS:
