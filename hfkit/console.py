@@ -4,7 +4,10 @@ transformers draws a "Loading weights" bar on every load and a "Writing model sh
 save (both take a blink for the models hfkit trains), and warns with a coloured table, raw ANSI
 codes in a log file, when a checkpoint lacks the new task head, which is what fine-tuning expects.
 ``quiet_libraries()`` drops the two bars (transformers' tqdm hook; the Hub's download bars stay)
-and turns the table into one line naming the new and the unused weights.
+and turns the table into one line naming the new and the unused weights. accelerate warns at every
+checkpoint of a model with tied weights (GPT-2's ``lm_head`` is its token embedding) that it
+"removed shared tensor" and that this "should be OK": it is, the tie comes back when the checkpoint
+loads into the model (exact resume of a causal LM is tested), so that line goes too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ def quiet_libraries() -> None:
     model do not pay for importing transformers."""
     global _quiet
     _quiet = True
+    shared = logging.getLogger("accelerate.utils.other")  # accelerate's checkpoint code (save_state)
+    if not any(isinstance(f, _TiedWeightsNotice) for f in shared.filters):
+        shared.addFilter(_TiedWeightsNotice())
     if "transformers" in sys.modules:
         apply_if_quiet()
 
@@ -47,6 +53,11 @@ def _hide_quick_bars(factory, args, kwargs):
     if kwargs.get("desc") in QUIET_BARS:
         kwargs = {**kwargs, "disable": True}
     return factory(*args, **kwargs)
+
+
+class _TiedWeightsNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()  # after accelerate's "[RANK 0] "
 
 
 class _OneLineLoadReport(logging.Filter):

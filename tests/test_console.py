@@ -94,3 +94,30 @@ def test_local_data_is_not_said_to_be_downloaded(tmp_path, capfd):
     load_splits(str(data))
     err = capfd.readouterr().err
     assert "Downloading" not in err and "Reading local files" in err
+
+
+def test_accelerates_tied_weights_notice_is_dropped_and_other_warnings_stay(caplog):
+    """accelerate's checkpoint code warns that it removed GPT-2's shared lm_head tensor (it says itself
+    this should be OK, and resume ties it again); hfkit's command line drops that line only."""
+    import torch
+    from accelerate.utils.other import clean_state_dict_for_safetensors
+
+    from hfkit.devices import process_state
+
+    process_state()  # accelerate's logger needs its state, as in training
+    shared = torch.zeros(4, 2)
+    tied = {"transformer.wte.weight": shared, "lm_head.weight": shared}
+    logger = logging.getLogger("accelerate.utils.other")
+    with caplog.at_level(logging.WARNING, logger="accelerate.utils.other"):
+        clean_state_dict_for_safetensors(dict(tied))
+        assert any("Removed shared tensor" in r.getMessage() for r in caplog.records)  # the library's own
+        caplog.clear()
+        console.quiet_libraries()
+        try:
+            assert clean_state_dict_for_safetensors(dict(tied)).keys() == {"transformer.wte.weight"}
+            logger.warning("something else")
+            assert [r.getMessage() for r in caplog.records] == ["something else"]
+        finally:
+            for f in [f for f in logger.filters if isinstance(f, console._TiedWeightsNotice)]:
+                logger.removeFilter(f)
+            console._quiet = False

@@ -102,6 +102,7 @@ def gpt2_run(tmp_path_factory, tiny_gpt2_dir) -> Path:
         "train.epochs=10",
         "train.lr=3e-3", "train.batch_size=8", "train.mixed_precision=no"])])
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Removed shared tensor" not in proc.stdout + proc.stderr  # accelerate's note at each checkpoint
     return out
 
 
@@ -176,3 +177,38 @@ def test_a_resumed_text_run_with_dropout_equals_an_uninterrupted_one(tiny_bert_d
     b = load_file(find_checkpoint(tmp_path / "split", "latest") / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["eval_loss"] == full["eval_loss"]
+
+
+def test_a_resumed_gpt2_run_equals_an_uninterrupted_one_and_keeps_its_tie(tiny_gpt2_dir, tmp_path):
+    """GPT-2's lm_head is its token embedding: checkpoints hold the shared tensor once (accelerate
+    drops the copy), and loading one ties them again, so a resumed run is the uninterrupted run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from hfkit.finetune import finetune
+    from hfkit.inference import _load_causal_lm
+    from hfkit.recipes import load_recipe
+    from hfkit.training import find_checkpoint
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([REPETITIVE] * 40))
+    overrides = [f"data.path={corpus}", "data.config=null", f"model.name={tiny_gpt2_dir}",
+                 "data.block_size=16", "train.epochs=2", "train.batch_size=8", "train.lr=3e-3",
+                 "train.mixed_precision=no",
+                 "train.keep_checkpoints=5"]
+
+    def run(out, **kwargs):
+        return finetune(load_recipe("gpt2", overrides, output_dir=str(out)), **kwargs)
+
+    full = run(tmp_path / "full")
+    steps = full["global_step"]
+    assert steps >= 4
+    assert run(tmp_path / "split", max_steps=steps // 2 + 1)["global_step"] == steps // 2 + 1
+    resumed = run(tmp_path / "split", resume="latest")
+    a = load_file(find_checkpoint(tmp_path / "full", "latest") / "model.safetensors")
+    b = load_file(find_checkpoint(tmp_path / "split", "latest") / "model.safetensors")
+    assert "lm_head.weight" not in a  # the shared copy left out, as accelerate warns
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["eval_loss"] == full["eval_loss"]
+    model, _ = _load_causal_lm(str(tmp_path / "split"), "cpu")
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
