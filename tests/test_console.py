@@ -18,9 +18,11 @@ def _reset() -> None:
 
     console._quiet = False
     hf_logging.set_tqdm_hook(None)
-    logger = logging.getLogger("transformers.modeling_utils")
-    for f in [f for f in logger.filters if isinstance(f, console._OneLineLoadReport)]:
-        logger.removeFilter(f)
+    for name, kind in (("transformers.modeling_utils", console._OneLineLoadReport),
+                       ("accelerate.utils.other", console._TiedWeightsNotice)):
+        logger = logging.getLogger(name)
+        for f in [f for f in logger.filters if isinstance(f, kind)]:
+            logger.removeFilter(f)
 
 
 @pytest.fixture
@@ -108,6 +110,7 @@ def test_accelerates_tied_weights_notice_is_dropped_and_other_warnings_stay(capl
     shared = torch.zeros(4, 2)
     tied = {"transformer.wte.weight": shared, "lm_head.weight": shared}
     logger = logging.getLogger("accelerate.utils.other")
+    _reset()  # as a fresh process has it (the command line's tests installed the filter)
     with caplog.at_level(logging.WARNING, logger="accelerate.utils.other"):
         clean_state_dict_for_safetensors(dict(tied))
         assert any("Removed shared tensor" in r.getMessage() for r in caplog.records)  # the library's own
@@ -118,6 +121,4 @@ def test_accelerates_tied_weights_notice_is_dropped_and_other_warnings_stay(capl
             logger.warning("something else")
             assert [r.getMessage() for r in caplog.records] == ["something else"]
         finally:
-            for f in [f for f in logger.filters if isinstance(f, console._TiedWeightsNotice)]:
-                logger.removeFilter(f)
-            console._quiet = False
+            _reset()
