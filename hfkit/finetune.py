@@ -301,8 +301,7 @@ def write_examples(eval_ds, labels: list[int], label_names: list[str], folder: P
     """Evaluation images as PNGs named ``<class>-<index>.png``, so a demo of the run shows pictures
     of its own data: the first two of each class, or one each when that would pass MAX_EXAMPLES
     (CIFAR-10's ten classes each get one), taking the first classes when even that is too many."""
-    classes = sorted(set(labels))
-    per_class = max(1, min(2, MAX_EXAMPLES // max(len(classes), 1)))
+    per_class = max(1, min(2, MAX_EXAMPLES // max(len(set(labels)), 1)))
     picks: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
         if len(picks.setdefault(y, [])) < per_class:
