@@ -2,7 +2,7 @@
 
 import sys
 
-from hfkit.cli import main
+from hfkit.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["finetune", *sys.argv[1:]]))
+    run(["finetune", *sys.argv[1:]])

@@ -170,3 +170,38 @@ def test_bash_completion_offers_commands_options_recipes_and_folders(tmp_path, c
     assert _complete(script, ["hfkit", "finetune", "--resume", "ru"]) == ["runs", "(paths)"]
     assert _complete(script, ["hfkit", "predict", "--top"]) == ["--top-k"]
     assert _complete(script, ["hfkit", "export", "runs/ants", "--quantize", ""]) == ["int8"]
+
+
+EXIT_PROBE = """
+import atexit, gc, sys
+# registered first, so it runs after every other atexit handler: what the interpreter has left to do
+atexit.register(lambda: print("frozen", gc.get_freeze_count(), "threshold", gc.get_threshold()[0]))
+sys.argv[0] = {script!r}
+{call}
+"""
+
+
+@pytest.mark.parametrize("name,call", [
+    ("console script", "from hfkit.cli import run; run(sys.argv[1:])"),
+    ("scripts/finetune.py", "import runpy; runpy.run_path(sys.argv[0], run_name='__main__')"),
+])
+def test_a_process_leaves_its_objects_to_the_os_and_collects_less_while_importing(name, call):
+    """run() (the console script's entry, python -m hfkit.cli, scripts/finetune.py) freezes the
+    objects before the interpreter's final collections (3-4 s after the last line otherwise), keeps
+    the exit code, and raises the collector's threshold for the imports."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    repo = Path(__file__).resolve().parents[1]
+    (console,) = entry_points(group="console_scripts", name="hfkit")  # as installed
+    assert console.value == "hfkit.cli:run"
+    script = str(repo / "scripts" / "finetune.py")
+    for argv, code in ((["--help"], 0), (["--recipe", "no-such-recipe"], 2)):
+        if name == "console script":
+            argv = ["finetune", *argv]
+        proc = subprocess.run([sys.executable, "-c", EXIT_PROBE.format(script=script, call=call), *argv],
+                              capture_output=True, text=True, cwd=repo, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        frozen, threshold = re.search(r"frozen (\d+) threshold (\d+)", proc.stdout).groups()
+        assert int(frozen) > 10_000 and int(threshold) == 10_000
