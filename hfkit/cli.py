@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -455,7 +456,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
         # user-facing problems (bad recipe, missing data, no weights): a message, not a traceback
         print(f"hfkit {args.command}: error: {e}", file=sys.stderr)
+        _explain_launcher_traceback()
         return 2
+
+
+def _explain_launcher_traceback() -> None:
+    """Under ``accelerate launch``, the launcher answers this process's exit code 2 with a traceback
+    of its own, printed last, which reads as if the launcher had crashed: say so before it comes."""
+    if "ACCELERATE_DYNAMO_BACKEND" not in os.environ:  # devices.LAUNCHER_MARK, without importing torch
+        return
+    from hfkit.devices import launcher_reports_failures
+
+    if launcher_reports_failures():
+        print("hfkit: accelerate launch now adds a traceback of its own (CalledProcessError ... exit "
+              "status 2); it only reports that this run stopped: the error is the line above. "
+              "`accelerate launch -q ...` leaves it out.", file=sys.stderr)
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -70,6 +70,25 @@ def launcher_requested_processes() -> int | None:
     return None
 
 
+def launcher_reports_failures() -> bool:
+    """Whether the ``accelerate launch`` that started this process will follow a failed exit with a
+    traceback of its own (a CalledProcessError, or torch's ChildFailedError for several processes):
+    it does unless given ``-q``/``--quiet``."""
+    cmdline = _launcher_cmdline()
+    if cmdline is None:
+        return False
+    # the launcher's own options: after `accelerate launch` (or `python -m
+    # accelerate.commands.launch`), up to the script or `-m module`
+    start = next(i for i, part in enumerate(cmdline) if "accelerate" in part) + 1
+    start += cmdline[start:start + 1] == ["launch"]
+    options = []
+    for part in cmdline[start:]:
+        if part.endswith(".py") or part in ("-m", "--module"):
+            break
+        options.append(part)
+    return not {"-q", "--quiet"} & set(options)
+
+
 def write_launcher_defaults() -> str | None:
     """``accelerate launch`` without a config file lists, on every run, the defaults it used
     (``--num_processes``, ``--mixed_precision 'no'``, ...), which reads as if the recipe's precision

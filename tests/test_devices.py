@@ -111,3 +111,32 @@ def test_the_launchers_defaults_header_shows_once(tmp_path):
     for noise in ("values were not passed to `accelerate launch`", "wrote accelerate's"):
         assert noise not in outputs[1], outputs[1][-2000:]
     assert f"CPU: training on {usable_cores()} threads" in outputs[1]  # hfkit's choice, not the launcher's
+
+
+def test_a_failed_launch_says_the_launchers_traceback_is_not_the_error(tmp_path):
+    """A mistake under the README's command ends with accelerate's own CalledProcessError traceback,
+    printed after hfkit's one-line error; hfkit says so before it, and not when `-q` leaves it out."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")  # the console script
+    for quiet in ([], ["-q"]):
+        cmd = [accelerate, "launch", *quiet, "scripts/finetune.py", "--recipe", "no-such-recipe"]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        err = proc.stderr
+        assert proc.returncode != 0 and "hfkit finetune: error: unknown recipe 'no-such-recipe'" in err
+        note = "hfkit: accelerate launch now adds a traceback of its own"
+        if quiet:
+            assert note not in err and "CalledProcessError" not in err
+        else:  # the note comes between the error and the traceback it announces
+            assert err.index("unknown recipe") < err.index(note) < err.index("CalledProcessError"), err
+
+
+@pytest.mark.parametrize("cmdline,reports", [
+    (["python", "/venv/bin/accelerate", "launch", "scripts/finetune.py", "-q"], True),  # the script's -q
+    (["python", "/venv/bin/accelerate", "launch", "--quiet", "scripts/finetune.py"], False),
+    (["python", "-m", "accelerate.commands.launch", "--num_processes", "1", "scripts/finetune.py"], True),
+    (["python", "-m", "accelerate.commands.launch", "-q", "-m", "hfkit.cli", "finetune"], False),
+    (None, False),  # not launched
+])
+def test_which_launches_follow_a_failure_with_a_traceback(cmdline, reports, monkeypatch):
+    monkeypatch.setattr(hfkit.devices, "_launcher_cmdline", lambda: cmdline)
+    assert hfkit.devices.launcher_reports_failures() is reports
