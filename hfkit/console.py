@@ -38,7 +38,9 @@ def quiet_libraries() -> None:
 
 
 def apply_if_quiet() -> None:
-    if not _quiet:
+    # an image model loads without transformers: nothing of it to quiet, and no import to pay for
+    # (a text model's loader has imported it by then, for its Auto class)
+    if not _quiet or "transformers" not in sys.modules:
         return
     from transformers.utils import logging as hf_logging
 

@@ -258,7 +258,7 @@ def generation_demo(model) -> gr.Blocks:
     """A prompt and sampling controls -> the continuation, streamed as it is produced."""
     gr = _gradio()
     from hfkit.inference import _load_causal_lm, generate_stream
-    from hfkit.models import position_limit
+    from hfkit.text_models import position_limit
 
     name = str(model)
     lm, tokenizer = _load_causal_lm(name, None)  # loaded once now (generate_stream reuses it): errors now

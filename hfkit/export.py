@@ -53,8 +53,8 @@ import torch
 
 from hfkit.devices import onnx_device
 from hfkit.inference import ImageClassifier, QuestionAnswerer, TextClassifier, _load_causal_lm
-from hfkit.models import position_limit
 from hfkit.results import ONNX_FILE, QA_DEFAULTS, ResultFolder, read_result
+from hfkit.text_models import position_limit
 
 INT8_FILE = "model.int8.onnx"
 UNCHECKED_FILE = "model.unchecked.onnx"  # the export before its parity check passed
@@ -593,7 +593,7 @@ def load_onnx_causal_lm(folder: str, file: str = ONNX_FILE):
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:  # as hfkit.models does for GPT-2
+    if tokenizer.pad_token is None:  # as hfkit.text_models does for GPT-2
         tokenizer.pad_token = tokenizer.eos_token
     model = onnx_causal_lm_class()(AutoConfig.from_pretrained(folder), OnnxModel(Path(folder) / file), folder)
     return model.eval(), tokenizer

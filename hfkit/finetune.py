@@ -114,7 +114,7 @@ def build_image_classification(recipe: Recipe) -> Run:
 
 def build_text_classification(recipe: Recipe) -> Run:
     from hfkit.data.text import load_text_classification, make_text_loader, tokenize_splits
-    from hfkit.models import create_text_model, text_model_saver
+    from hfkit.text_models import create_text_model, text_model_saver
 
     t = recipe.train
     splits = load_text_classification(recipe.data, t.seed)  # checked before any model is built
@@ -142,7 +142,7 @@ def build_text_classification(recipe: Recipe) -> Run:
 
 def build_causal_lm(recipe: Recipe) -> Run:
     from hfkit.data.causal_lm import group_into_blocks, load_lm_texts, make_block_loader
-    from hfkit.models import create_text_model, text_model_saver
+    from hfkit.text_models import create_text_model, text_model_saver
 
     t = recipe.train
     train_texts, eval_texts = load_lm_texts(recipe.data, t.seed)
@@ -165,8 +165,8 @@ def build_causal_lm(recipe: Recipe) -> Run:
 def build_question_answering(recipe: Recipe) -> Run:
     from hfkit.data.qa import QACollator, eval_features, load_qa_splits, train_features
     from hfkit.data.text import make_text_loader
-    from hfkit.models import create_text_model, text_model_saver
     from hfkit.objectives import ExtractiveQA
+    from hfkit.text_models import create_text_model, text_model_saver
 
     t, d = recipe.train, recipe.data
     splits = load_qa_splits(d, t.seed)  # checked before any model is built
@@ -212,7 +212,7 @@ def adapt(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
 
 
 def _max_length(requested: int | None, default: int, model, tokenizer) -> int:
-    from hfkit.models import clamp_max_length
+    from hfkit.text_models import clamp_max_length
 
     max_length, note = clamp_max_length(requested, default, model.config, tokenizer)
     if note:

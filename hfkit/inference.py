@@ -12,26 +12,33 @@ import numpy as np
 import PIL.Image
 import torch
 
-from hfkit.data.images import decode_image, decode_size, image_transforms, to_rgb
-from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
 from hfkit.devices import default_device, onnx_device
 from hfkit.lora import load_text_model
-from hfkit.models import label_names, load_image_model, position_limit
 from hfkit.offline import is_hub_id, loading_weights
 from hfkit.qa import top_spans
 from hfkit.results import QA_DEFAULTS, is_export, read_result
+from hfkit.text_models import position_limit
+
+# The image pieces (timm, datasets: 2-3 s to import on a small CPU) load with the first image
+# model, so that text commands do without them.
 
 
 class ImageClassifier:
     """A trained image model with its own eval transform and class names."""
 
     def __init__(self, name_or_path: str, device: str | None = None) -> None:
+        from hfkit.models import load_image_model
+
         self.device = default_device(device)
         self.use(load_image_model(name_or_path).to(self.device))
 
     def use(self, model) -> None:
         """Serve ``model`` with the preprocessing its ``pretrained_cfg`` asks for; any callable
         from a batch to logits with a ``pretrained_cfg`` will do (an ONNX session, in hfkit.export)."""
+        from hfkit.data.images import decode_size, image_transforms
+        from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
+        from hfkit.models import label_names
+
         self.model = model
         self.transform = image_transforms(model, is_training=False)
         if uses_tensor_pipeline(model):  # trained in memory: evaluation's own batch transform
@@ -41,6 +48,8 @@ class ImageClassifier:
 
     def load(self, image: str | os.PathLike | bytes | PIL.Image.Image) -> PIL.Image.Image:
         """Decode exactly as the evaluation set was decoded during training."""
+        from hfkit.data.images import decode_image, to_rgb
+
         if isinstance(image, PIL.Image.Image):
             return to_rgb(image)
         return decode_image(image if isinstance(image, bytes) else os.fspath(image), self.min_size)
@@ -57,6 +66,8 @@ class ImageClassifier:
 
 def _tensor_eval_transform(augment):
     """PIL image -> the normalised tensor the in-memory evaluation computed for it."""
+    from hfkit.data.images import to_rgb
+
     def transform(img: PIL.Image.Image) -> torch.Tensor:
         pixels = torch.from_numpy(np.asarray(to_rgb(img)).copy()).permute(2, 0, 1)
         return augment(pixels[None])[0]

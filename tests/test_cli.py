@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -205,3 +206,27 @@ def test_a_process_leaves_its_objects_to_the_os_and_collects_less_while_importin
         assert proc.returncode == code, proc.stderr
         frozen, threshold = re.search(r"frozen (\d+) threshold (\d+)", proc.stdout).groups()
         assert int(frozen) > 10_000 and int(threshold) == 10_000
+
+
+IMPORT_PROBE = ("import sys; from hfkit.cli import main; code = main(sys.argv[1:]); "
+                "print('loaded:', *[m for m in ('datasets', 'timm', 'transformers') if m in sys.modules]); "
+                "sys.exit(code)")
+
+
+def test_a_prediction_imports_only_its_own_family_of_libraries(image_model, tiny_bert_dir, tmp_path):
+    """timm (with torchvision) and transformers each take seconds to import on a small CPU: a text
+    prediction loads no timm or datasets, an image prediction no transformers."""
+    import subprocess
+    import sys
+
+    make_image((230, 200, 40)).save(tmp_path / "good.jpg")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    loaded = {}
+    for family, model, given in (("text", tiny_bert_dir, "A wonderful film."),
+                                 ("image", image_model, str(tmp_path / "good.jpg"))):
+        proc = subprocess.run([sys.executable, "-c", IMPORT_PROBE, "predict", "--model", str(model), given],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0 and "%" in proc.stdout, proc.stderr
+        loaded[family] = set(re.search(r"^loaded:(.*)$", proc.stdout, re.M)[1].split())
+    assert "transformers" in loaded["text"] and not {"timm", "datasets"} & loaded["text"]
+    assert "timm" in loaded["image"] and "transformers" not in loaded["image"]

@@ -192,7 +192,7 @@ def test_set_trainable():
 
 
 def test_text_model_from_local_folder_with_labels_and_attention_dropout(tiny_bert_dir):
-    from hfkit.models import create_text_model
+    from hfkit.text_models import create_text_model
 
     args = ModelArgs(name=str(tiny_bert_dir), attention_dropout=0.0)
     model, tokenizer = create_text_model(args, "text-classification", ["neg", "pos", "mixed"])
@@ -206,7 +206,7 @@ def test_text_model_from_local_folder_with_labels_and_attention_dropout(tiny_ber
 
 
 def test_text_model_missing_offline_says_how_to_download(tmp_path, monkeypatch):
-    from hfkit.models import create_text_model
+    from hfkit.text_models import create_text_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
@@ -253,7 +253,7 @@ def test_position_limit_is_the_tokenizers_where_it_knows_it(tiny_bert_dir):
     import torch
     from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
 
-    from hfkit.models import clamp_max_length, position_limit
+    from hfkit.text_models import clamp_max_length, position_limit
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir, model_max_length=30)
     config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,

@@ -54,7 +54,8 @@ print(f"{p:.2%} {model.pretrained_cfg['label_names'][int(i)]}", flush=True)
 def timed(cmd: list[str]) -> dict:
     """Seconds until the process printed its last line (the answer) and until it exited."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(), stdout=subprocess.PIPE,
+    # unbuffered: a piped stdout is written at exit otherwise, which would time the answer late
+    proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     answered, lines = None, []
     for line in proc.stdout:
