@@ -26,8 +26,8 @@ _quiet = False  # set by the command line; a notebook using hfkit's functions ke
 
 def quiet_libraries() -> None:
     """Quiet the libraries in this process: now if transformers is loaded, else at the first model
-    load (``hfkit.offline.loading_weights`` calls ``apply_if_quiet``), so that commands which load no
-    model do not pay for importing transformers."""
+    load after it is (``hfkit.offline.loading_weights`` calls ``apply_if_quiet``), so that commands
+    which load no transformers model do not pay for importing it."""
     global _quiet
     _quiet = True
     shared = logging.getLogger("accelerate.utils.other")  # accelerate's checkpoint code (save_state)

@@ -71,15 +71,18 @@ def launcher_requested_processes() -> int | None:
 
 
 def launcher_reports_failures() -> bool:
-    """Whether the ``accelerate launch`` that started this process will follow a failed exit with a
-    traceback of its own (a CalledProcessError, or torch's ChildFailedError for several processes):
-    it does unless given ``-q``/``--quiet``."""
-    cmdline = _launcher_cmdline()
-    if cmdline is None:
+    """Whether the ``accelerate launch`` that started this process, alone, will follow a failed exit
+    with a CalledProcessError traceback of its own: it does unless given ``-q``/``--quiet``. (With
+    several processes, torch's launcher prints its own summary of a failure, ``-q`` or not.)"""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return False
+    cmdline = _launcher_cmdline() or []
     # the launcher's own options: after `accelerate launch` (or `python -m
     # accelerate.commands.launch`), up to the script or `-m module`
-    start = next(i for i, part in enumerate(cmdline) if "accelerate" in part) + 1
+    start = next((i + 1 for i, part in enumerate(cmdline)
+                  if Path(part).name == "accelerate" or part == "accelerate.commands.launch"), None)
+    if start is None:
+        return False
     start += cmdline[start:start + 1] == ["launch"]
     options = []
     for part in cmdline[start:]:

@@ -135,8 +135,12 @@ def test_a_failed_launch_says_the_launchers_traceback_is_not_the_error(tmp_path)
     (["python", "/venv/bin/accelerate", "launch", "--quiet", "scripts/finetune.py"], False),
     (["python", "-m", "accelerate.commands.launch", "--num_processes", "1", "scripts/finetune.py"], True),
     (["python", "-m", "accelerate.commands.launch", "-q", "-m", "hfkit.cli", "finetune"], False),
+    (["/opt/accelerate/bin/python", "/opt/accelerate/bin/accelerate", "launch", "-q", "x.py"], False),
     (None, False),  # not launched
 ])
 def test_which_launches_follow_a_failure_with_a_traceback(cmdline, reports, monkeypatch):
     monkeypatch.setattr(hfkit.devices, "_launcher_cmdline", lambda: cmdline)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert hfkit.devices.launcher_reports_failures() is reports
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torch's launcher: its own failure summary, -q or not
+    assert hfkit.devices.launcher_reports_failures() is False

@@ -1,6 +1,6 @@
 """How long `hfkit predict` keeps a user waiting, against the few lines of Python it replaces.
 
-    python scripts/benchmarks/predict_startup.py --text-model runs/imdb-cpu --image-model runs/hymenoptera
+    python scripts/benchmarks/predict_startup.py --text-model runs/imdb-cpu --image-model runs/ants
 
 One prediction is mostly start-up: importing torch and the model library, reading the weights,
 and, after the answer, the interpreter's exit. Each side is a whole process, alternating, run
@@ -21,6 +21,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,16 +55,20 @@ print(f"{p:.2%} {model.pretrained_cfg['label_names'][int(i)]}", flush=True)
 def timed(cmd: list[str]) -> dict:
     """Seconds until the process printed its last line (the answer) and until it exited."""
     start = time.perf_counter()
-    # unbuffered: a piped stdout is written at exit otherwise, which would time the answer late
-    proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    answered, lines = None, []
-    for line in proc.stdout:
-        answered = time.perf_counter() - start
-        lines.append(line.rstrip())
-    if proc.wait() != 0:
-        raise RuntimeError(f"{' '.join(cmd[:5])} ... failed ({proc.returncode})")
-    exited = time.perf_counter() - start
+    # unbuffered: a piped stdout is written at exit otherwise, which would time the answer late;
+    # stderr in a file, where it cannot fill a pipe while stdout is read
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+        answered, lines = None, []
+        for line in proc.stdout:
+            answered = time.perf_counter() - start
+            lines.append(line.rstrip())
+        code = proc.wait()
+        exited = time.perf_counter() - start
+        if code != 0 or answered is None:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd[:5])} ... failed ({code}):\n{err.read()[-2000:]}")
     return {"answered": answered, "exited": exited, "exit": exited - answered,
             "output": " ".join(lines[-1].split())}
 
@@ -105,6 +110,11 @@ def main() -> None:
         med = {k: statistics.median(r[k] for r in runs) for k in ("answered", "exited", "exit")}
         print(f"| {name} | {med['answered']:.1f} | {med['exited']:.1f} | {med['exit']:.1f} | "
               f"{runs[0]['output']} |")
+    for family in ("text", "image"):
+        answers = {runs[0]["output"] for name, runs in rows.items() if name.startswith(family)}
+        if answers:
+            same = "the same answer" if len(answers) == 1 else "DIFFERENT answers"
+            print(f"{family}: {same} on both sides")
     print(json.dumps({"benchmark": "predict_startup", "rows": rows}))
 
 
