@@ -1,7 +1,8 @@
 """Model creation (transformers, text tasks): a Hub id or a local folder, with its tokenizer.
 
-Kept apart from :mod:`hfkit.models` (timm) so that a text command never imports timm, nor an
-image command transformers: each is a second or more of start-up on a small CPU.
+Kept apart from :mod:`hfkit.models` (timm) so that a text prediction imports no timm, nor an image
+prediction transformers: each is a second or more of start-up on a small CPU. (Training imports
+both: the loop takes timm's optimizers and transformers' schedules.)
 """
 
 from __future__ import annotations
