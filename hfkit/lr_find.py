@@ -133,7 +133,8 @@ def lr_find(recipe: Recipe, start: float = 1e-7, end: float = 10.0, steps: int =
     model = run.model
     if recipe.task == "image-classification" and recipe.model.channels_last:  # as fit trains it
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, t)  # before freezing, as in fit: every parameter is in it
+    # before freezing, as in fit: every parameter is in it
+    optimizer = make_optimizer(model, t, accelerator.device.type)
     set_trainable(model, t.strategy, 0, t.unfreeze_after_epochs, t.unfreeze_every_epochs)
     model, optimizer, loader = accelerator.prepare(model, optimizer, run.train_loader)
     # a prepared model runs under the recipe's autocast by itself, as in fit

@@ -259,6 +259,52 @@ def test_weight_decay_of_norm_layers_and_biases_follows_the_recipe(decay_all):
     assert len(decay) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("name,fused", [("sgd", True), ("momentum", True), ("adam", True),
+                                        ("adamw", True), ("lamb", False), ("rmsprop", False)])
+def test_sgd_adam_and_adamw_take_torch_fused_step_with_the_same_update(name, fused):
+    """On the CPU, torch's optimizers with a fused kernel get it (torch's default is a Python loop
+    over the parameters there), and one fused step moves every parameter as the unfused one does:
+    the recipe's groups (no weight decay on norms and biases), momentum and nesterov carry over."""
+    import timm
+
+    from hfkit.recipes import TrainArgs
+    from hfkit.training import make_optimizer
+
+    t = TrainArgs(optimizer=name, lr=0.05, weight_decay=0.5, momentum=0.9)
+    steps = {}
+    for device in ("cpu", None):
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=3)
+        optimizer = make_optimizer(model, t, device)
+        for _ in range(2):  # the second step uses the momentum buffers
+            for p in model.parameters():  # O(1) gradients: Adam's step is ill-conditioned near 0
+                p.grad = torch.randn_like(p)
+            optimizer.step()
+        steps[device] = ({g.get("fused") for g in optimizer.param_groups},
+                         [p.detach().clone() for p in model.parameters()])
+    assert steps["cpu"][0] == ({True} if fused else {None})
+    assert steps[None][0] <= {None, False}  # no device given: torch's own choice
+    for a, b in zip(steps["cpu"][1], steps[None][1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # a lost weight decay: 2.5e-2 x p
+
+
+def test_fused_step_only_on_devices_where_torch_has_it_for_every_optimizer():
+    from hfkit.training import fused_option
+
+    assert fused_option("adamw", "cuda") == {"fused": True}
+    assert fused_option("adamw", "mps") == {}  # fused SGD on MPS is newer than torch 2.4
+    assert fused_option("adagrad", "cpu") == {}  # its fused kernel is CPU-only: not in the list
+    assert fused_option("no-such-optimizer", "cpu") == {}  # timm reports it when it builds
+
+
+def test_a_run_checkpoints_the_fused_optimizer_and_resumes_it(tiny_overrides, tmp_path):
+    """fit passes its device: the run's SGD steps fused on the CPU, and its checkpoint says so."""
+    _run(tiny_overrides + ["train.keep_checkpoints=5"], tmp_path / "run", max_steps=3)
+    state = torch.load(find_checkpoint(tmp_path / "run", "latest") / "optimizer.bin", weights_only=True)
+    assert {g["fused"] for g in state["param_groups"]} == {True}
+    assert any("momentum_buffer" in s for s in state["state"].values())
+
+
 # -- a crash while a checkpoint is written; a step saved twice ------------------------------------
 
 def test_a_run_stopped_at_an_epoch_end_is_resumed_without_rewriting_its_checkpoint(tiny_overrides,
