@@ -115,7 +115,7 @@ def predict_command(args: argparse.Namespace) -> int:
             print(text)
             _print_ranked(ranked)
         return 0
-    from hfkit.data.images import UNREADABLE
+    from hfkit.data.transforms import UNREADABLE
 
     classifier = found.predictor()(args.model)
     unreadable = 0

@@ -76,6 +76,7 @@ def train(recipe: Recipe, build: Callable[[Recipe], Run], resume: str | None,
 
 def build_image_classification(recipe: Recipe) -> Run:
     from hfkit.data import tensor_images as tensors
+    from hfkit.data.transforms import batch_augment, serve_like_tensor_pipeline
 
     t = recipe.train
     splits = load_image_splits(recipe.data, t.seed)
@@ -85,8 +86,8 @@ def build_image_classification(recipe: Recipe) -> Run:
     static = t.compile  # one batch shape: a compiled model would compile again for the last one
     if tensors.want_in_memory(recipe.data, splits.train, splits.image_column):
         # decoded once; crops, flips and resizing run on whole batches on the training device
-        tensors.serve_like_tensor_pipeline(model)
-        objective.batch_transform = tensors.batch_augment(model, recipe.data, recipe.model.channels_last)
+        serve_like_tensor_pipeline(model)
+        objective.batch_transform = batch_augment(model, recipe.data, recipe.model.channels_last)
         train_ds, eval_ds, skipped = tensors.tensor_datasets(splits, t.seed, recipe.data.image_size)
         train_loader = tensors.make_tensor_loader(train_ds, t.batch_size, True, t.seed, drop_last=static)
         eval_loader = tensors.make_tensor_loader(eval_ds, t.eval_batch_size or t.batch_size, False, t.seed)

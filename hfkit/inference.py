@@ -35,8 +35,7 @@ class ImageClassifier:
     def use(self, model) -> None:
         """Serve ``model`` with the preprocessing its ``pretrained_cfg`` asks for; any callable
         from a batch to logits with a ``pretrained_cfg`` will do (an ONNX session, in hfkit.export)."""
-        from hfkit.data.images import decode_size, image_transforms
-        from hfkit.data.tensor_images import batch_augment, uses_tensor_pipeline
+        from hfkit.data.transforms import batch_augment, decode_size, image_transforms, uses_tensor_pipeline
         from hfkit.models import label_names
 
         self.model = model
@@ -48,7 +47,7 @@ class ImageClassifier:
 
     def load(self, image: str | os.PathLike | bytes | PIL.Image.Image) -> PIL.Image.Image:
         """Decode exactly as the evaluation set was decoded during training."""
-        from hfkit.data.images import decode_image, to_rgb
+        from hfkit.data.transforms import decode_image, to_rgb
 
         if isinstance(image, PIL.Image.Image):
             return to_rgb(image)
@@ -66,7 +65,7 @@ class ImageClassifier:
 
 def _tensor_eval_transform(augment):
     """PIL image -> the normalised tensor the in-memory evaluation computed for it."""
-    from hfkit.data.images import to_rgb
+    from hfkit.data.transforms import to_rgb
 
     def transform(img: PIL.Image.Image) -> torch.Tensor:
         pixels = torch.from_numpy(np.asarray(to_rgb(img)).copy()).permute(2, 0, 1)

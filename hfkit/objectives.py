@@ -39,7 +39,7 @@ class Classification:
     """Cross-entropy over class logits: timm models (image batches) or transformers (dict batches).
 
     In-memory image batches arrive as (uint8 images, labels, seed): ``batch_transform``
-    (:class:`hfkit.data.tensor_images.BatchAugment`) augments and normalises them on the device.
+    (:class:`hfkit.data.transforms.BatchAugment`) augments and normalises them on the device.
     ``mixup`` (timm's ``Mixup``) mixes training images and their soft labels.
     """
 

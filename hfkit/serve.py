@@ -162,7 +162,7 @@ def _classify(folder: ResultFolder, model: str, max_batch: int):
 
 async def _decode(predictor, upload) -> Any:
     """An uploaded image decoded as ``hfkit predict`` decodes a file (off the event loop)."""
-    from hfkit.data.images import UNREADABLE
+    from hfkit.data.transforms import UNREADABLE
 
     data = await upload.read()
     try:

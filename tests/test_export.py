@@ -36,7 +36,7 @@ def image_export(image_run) -> tuple[Path, object]:
 @pytest.fixture(scope="module")
 def cifar_folder(tmp_path_factory) -> Path:
     """An untrained resnet18_cifar saved as an in-memory run saves it: crop_mode=squash in its config."""
-    from hfkit.data.tensor_images import serve_like_tensor_pipeline
+    from hfkit.data.transforms import serve_like_tensor_pipeline
     from hfkit.models import create_image_model, save_image_model
     from hfkit.recipes import ModelArgs
 

@@ -12,12 +12,8 @@ import timm
 import torch
 from conftest import SHARED_DATA, make_image, write_image_folder
 
-from hfkit.data.images import (
-    EpochSampler,
-    decode_image,
-    image_datasets,
-    load_image_splits,
-)
+from hfkit.data.images import EpochSampler, image_datasets, load_image_splits
+from hfkit.data.transforms import decode_image
 from hfkit.recipes import DataArgs
 
 
@@ -204,7 +200,6 @@ def test_real_parquet_hub_layout():
 
 def test_a_16_bit_png_keeps_its_grey_levels(tmp_path):
     """Mode I;16 (0..65535): scaled to 8 bits, not clipped to white by convert("RGB")."""
-    from hfkit.data.images import decode_image
     from hfkit.data.tensor_images import decode_all
 
     gradient = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (8, 1))

@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import COLORS, write_cifar_like
 
-from hfkit.data.tensor_images import BatchAugment, TensorImages, decode_all
+from hfkit.data.tensor_images import TensorImages, decode_all
+from hfkit.data.transforms import BatchAugment
 
 
 def labelled_batch(n: int = 64, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +136,7 @@ def test_predict_on_32px_files_agrees_with_evaluation(cifar_run, tmp_path):
     classifier = ImageClassifier(str(root / "run"), device="cpu")
     model = classifier.model
     images = decode_all(ds, "img")
-    from hfkit.data.tensor_images import batch_augment
+    from hfkit.data.transforms import batch_augment
 
     with torch.inference_mode():
         evaluated = model(batch_augment(model)(images)).argmax(-1).tolist()
@@ -167,7 +168,7 @@ def test_tiny_imagenet_style_run_upscales_with_mixup_and_ema(tmp_path):
 
 def test_serving_an_upscaled_model_feeds_it_exactly_what_evaluation_did(tmp_path):
     """24 px images, a 40 px model: predict resizes with the evaluation's own batch transform."""
-    from hfkit.data.tensor_images import batch_augment
+    from hfkit.data.transforms import batch_augment
     from hfkit.finetune import finetune
     from hfkit.inference import ImageClassifier
     from hfkit.recipes import load_recipe
@@ -261,7 +262,8 @@ def test_the_cifar10_recipe_fields_reach_augmentation_evaluation_and_the_optimiz
     make_optimizer = hfkit.training.make_optimizer
     monkeypatch.setattr(hfkit.finetune, "Classification", Recording)
     monkeypatch.setattr(hfkit.training, "make_optimizer",
-                        lambda model, t: optimizers.append(make_optimizer(model, t)) or optimizers[-1])
+                        lambda model, t, *device: optimizers.append(make_optimizer(model, t, *device))
+                        or optimizers[-1])
     data = write_cifar_like(tmp_path / "data", per_class=2, test_per_class=1, size=16)
     recipe = load_recipe("cifar10", [f"data.path={data}", "model.name=test_resnet", "data.image_size=16",
                                      "train.epochs=1", "train.batch_size=4", "train.mixed_precision=no",

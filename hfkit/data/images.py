@@ -7,7 +7,6 @@ scale (``draft``), and small data sets are decoded once and kept in memory.
 
 from __future__ import annotations
 
-import io
 import itertools
 import logging
 import os
@@ -19,19 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import PIL.Image
 import torch
-from timm.data import create_transform, resolve_data_config
 from tqdm.auto import tqdm
 
 from hfkit.data.layouts import detect_layout
 from hfkit.data.sources import EVAL_SPLIT_NAMES, dataset_root, load_splits, pick_splits, seeded_subset
+from hfkit.data.transforms import UNREADABLE, decode_image, decode_size, image_transforms
 
 logger = logging.getLogger(__name__)
 
-# what PIL raises for a file that is not an image it can decode: empty, text, truncated, a bomb
-UNREADABLE = (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError)
 CACHE_LIMIT = 20_000  # images kept decoded in memory when data.cache_images is left unset
 
 
@@ -44,37 +40,6 @@ class ImageSplits:
     image_column: str
     label_column: str
     label_names: list[str]
-
-
-def image_transforms(model: torch.nn.Module, is_training: bool, **overrides: Any) -> Callable:
-    """The transform the model's own ``pretrained_cfg`` asks for (size, mean/std, crop)."""
-    config = resolve_data_config({}, model=model)
-    return create_transform(**config, is_training=is_training, **overrides)
-
-
-def decode_size(model: torch.nn.Module) -> int:
-    """Smallest side kept when decoding: twice the input size leaves room for random crops."""
-    return 2 * max(resolve_data_config({}, model=model)["input_size"][1:])
-
-
-def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None) -> PIL.Image.Image:
-    """Open an image file or bytes as RGB; JPEGs decode directly at >= ``min_size`` pixels."""
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with PIL.Image.open(fp) as img:
-        if min_size and img.format == "JPEG":
-            img.draft("RGB", (min_size, min_size))  # DCT scaling: 2592px decodes as 648px
-        return to_rgb(img)  # forces a full decode, so truncated files fail here
-
-
-def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """8-bit RGB. Pillow's ``convert("RGB")`` clips 16-bit grey levels (0..65535) at 255, so a
-    16-bit PNG would come out nearly white: those are scaled to 8 bits first. Palette images with
-    transparency go through RGBA to keep their colours."""
-    if img.mode.startswith("I;16") or img.mode == "I":
-        img = PIL.Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img.convert("RGB")
 
 
 def load_image_splits(args, seed: int) -> ImageSplits:

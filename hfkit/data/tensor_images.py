@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
 import PIL.Image
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hfkit.data.images import UNREADABLE, EpochSampler, describe_source, to_rgb
+from hfkit.data.images import EpochSampler, describe_source
+from hfkit.data.transforms import UNREADABLE, to_rgb
 
 # the images of a set this size or smaller are decoded into memory when data.in_memory is unset
 IN_MEMORY_LIMIT_BYTES = 4 * 1024**3
@@ -110,106 +109,6 @@ def collate_batch(batch):
     return batch
 
 
-@dataclass
-class BatchAugment:
-    """Augment and normalise uint8 batches on their device: random crop with reflect padding, flip,
-    brightness/contrast jitter and random erasing in training; then resize to the model's input
-    size and normalise with its mean/std (the only steps in evaluation).
-    """
-
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    pad: int = 4
-    hflip: float = 0.5
-    jitter: float = 0.0
-    erase: float = 0.0
-    interpolation: str = "bilinear"
-    channels_last: bool = False
-    erase_size: int | None = None
-    _normalize: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-
-    def __call__(self, images: torch.Tensor, seed: int | torch.Tensor | None = None,
-                 train: bool = False) -> torch.Tensor:
-        if train:
-            generator = torch.Generator(device=images.device)
-            generator.manual_seed(int(seed) if seed is not None else torch.seed())
-            images = self.crop_and_flip(images, generator)
-        x = images.float()
-        if train and self.jitter > 0:
-            x = self.color_jitter(x, generator)
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.interpolation,
-                              align_corners=False, antialias=self.interpolation != "nearest"
-                              and x.shape[-1] > self.input_size).clamp_(0, 255)
-        x = torch.addcmul(*self.normalization(x.device), x)
-        if train and self.erase > 0:
-            x = self.random_erase(x, generator)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def normalization(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shift, scale) with x * scale + shift = (x / 255 - mean) / std, made once per device
-        (a tensor made from Python numbers is a copy to the GPU that waits for it)."""
-        if device not in self._normalize:
-            std = torch.tensor(self.std).view(1, 3, 1, 1)
-            scale, shift = 1 / (255 * std), -torch.tensor(self.mean).view(1, 3, 1, 1) / std
-            self._normalize[device] = (shift.to(device), scale.to(device))
-        return self._normalize[device]
-
-    def crop_and_flip(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Per image: a random crop (same size) of the image padded by ``pad`` pixels on each side,
-        flipped with probability ``hflip``.
-
-        The padding reflects the border (as fast CIFAR pipelines do) rather than adding black,
-        so the pixel statistics the normalisation expects stay those of the data; it is done by
-        index arithmetic in one gather, without materialising a padded copy.
-        """
-        n, c, h, w = images.shape
-        device = images.device
-        dy = torch.randint(-self.pad, self.pad + 1, (n,), device=device, generator=generator)
-        dx = torch.randint(-self.pad, self.pad + 1, (n,), device=device, generator=generator)
-        rows = _reflect(dy[:, None] + torch.arange(h, device=device), h)  # [n, h]
-        cols = _reflect(dx[:, None] + torch.arange(w, device=device), w)  # [n, w]
-        flip = torch.rand(n, device=device, generator=generator) < self.hflip
-        cols = torch.where(flip[:, None], cols.flip(1), cols)
-        # one gather over each image's flattened pixels (3x faster than 3-d advanced indexing)
-        index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-        return images.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
-
-    def color_jitter(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Brightness and contrast, each a factor in [1 - jitter, 1 + jitter] per image, on 0..255
-        pixels: (x - m) * c + m * b, computed as one per-image multiply-add, then clipped."""
-        n = x.shape[0]
-        brightness, contrast = (1 + (torch.rand(n, 1, 1, 1, device=x.device, generator=generator) * 2 - 1)
-                                * self.jitter for _ in range(2))
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return torch.addcmul(mean * (brightness - contrast), x, contrast).clamp_(0, 255)
-
-    def random_erase(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Cutout: with probability ``erase`` a square of ``erase_size`` pixels (default 1/4 of the
-        side) centred anywhere in the image is set to 0 (the mean).
-
-        Not timm's RandomErasing: that loops over the batch in Python drawing from Python's
-        ``random`` (so a resumed run would not erase what the uninterrupted one did, and a GPU
-        waits for hundreds of small kernels a batch), and it erases random rectangles inside the
-        image, where Cutout's fixed square may cross the border."""
-        n, _, h, w = x.shape
-        side = self.erase_size or max(1, h // 4)
-        cy = torch.randint(0, h, (n, 1, 1), device=x.device, generator=generator)
-        cx = torch.randint(0, w, (n, 1, 1), device=x.device, generator=generator)
-        ys = torch.arange(h, device=x.device)[None, :, None] - cy + side // 2  # 0..side-1 inside
-        xs = torch.arange(w, device=x.device)[None, None, :] - cx + side // 2
-        hit = (ys >= 0) & (ys < side) & (xs >= 0) & (xs < side)
-        hit &= (torch.rand(n, 1, 1, device=x.device, generator=generator) < self.erase)
-        return x.masked_fill(hit[:, None], 0.0)
-
-
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Indices outside [0, size) mirrored at the border without repeating it (numpy "reflect")."""
-    index = index.abs()
-    return torch.where(index >= size, 2 * (size - 1) - index, index)
-
-
 # -- recipe plumbing ----------------------------------------------------------------------------
 
 SMALL_IMAGE = 96  # px: sets of images this small (CIFAR 32, Tiny ImageNet 64) go in memory
@@ -224,31 +123,6 @@ def want_in_memory(args, train: datasets.Dataset, image_col: str) -> bool:
     first = train.cast_column(image_col, datasets.Image())[0][image_col]
     width, height = first.size
     return max(width, height) <= SMALL_IMAGE and 3 * width * height * len(train) <= IN_MEMORY_LIMIT_BYTES
-
-
-def batch_augment(model: torch.nn.Module, args=None, channels_last: bool = False) -> BatchAugment:
-    """The batch transform for ``model``'s input size, mean/std and interpolation; training
-    augmentation strengths from the recipe's ``data`` section (none without one)."""
-    from timm.data import resolve_data_config
-
-    config = resolve_data_config({}, model=model)
-    train = dict(pad=args.crop_padding, hflip=args.hflip, jitter=args.color_jitter,
-                 erase=args.random_erasing, erase_size=args.erase_size) if args is not None else {}
-    interpolation = "bicubic" if config["interpolation"] == "bicubic" else "bilinear"
-    return BatchAugment(input_size=config["input_size"][-1], mean=tuple(config["mean"]),
-                        std=tuple(config["std"]), interpolation=interpolation,
-                        channels_last=channels_last, **train)
-
-
-def serve_like_tensor_pipeline(model: torch.nn.Module) -> None:
-    """Mark the model as trained on whole, squashed images (no centre crop): timm's own eval
-    transform then resizes like the batch pipeline, and ``hfkit predict`` uses the pipeline itself."""
-    model.pretrained_cfg = dict(model.pretrained_cfg, crop_pct=1.0, crop_mode="squash")
-
-
-def uses_tensor_pipeline(model: torch.nn.Module) -> bool:
-    cfg = model.pretrained_cfg
-    return cfg.get("crop_mode") == "squash" and cfg.get("crop_pct") == 1.0
 
 
 def tensor_datasets(splits, seed: int, size: int | None = None

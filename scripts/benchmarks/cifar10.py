@@ -195,7 +195,8 @@ def pipeline_hfkit(recipe, splits, device: torch.device, seed: int) -> dict:
     import timm
 
     import hfkit.models  # noqa: F401  (registers resnet18_cifar with timm)
-    from hfkit.data.tensor_images import TensorImages, batch_augment, decode_all, make_tensor_loader
+    from hfkit.data.tensor_images import TensorImages, decode_all, make_tensor_loader
+    from hfkit.data.transforms import batch_augment
 
     start = time.perf_counter()
     images = decode_all(splits.train, splits.image_column, desc="decode_all")

@@ -47,7 +47,8 @@ def plain_worker(args) -> dict:
 
     import hfkit.models  # noqa: F401  (registers resnet18_cifar)
     from hfkit.data.images import load_image_splits
-    from hfkit.data.tensor_images import batch_augment, decode_all
+    from hfkit.data.tensor_images import decode_all
+    from hfkit.data.transforms import batch_augment
     from hfkit.devices import training_precision
     from hfkit.recipes import load_recipe
 

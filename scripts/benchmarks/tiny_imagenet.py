@@ -106,7 +106,8 @@ def pil_epoch(splits, model, seed: int, workers: int | None, device: torch.devic
 
 def tensor_epoch(splits, tensors, model, seed: int, device: torch.device) -> dict:
     """One epoch of the in-memory path: batches indexed from the uint8 tensor, augmented on device."""
-    from hfkit.data.tensor_images import TensorImages, batch_augment, make_tensor_loader
+    from hfkit.data.tensor_images import TensorImages, make_tensor_loader
+    from hfkit.data.transforms import batch_augment
     from hfkit.recipes import DataArgs
 
     ds = TensorImages(tensors[0], list(splits.train[splits.label_column]), seed)
