@@ -19,8 +19,8 @@ from hfkit.qa import top_spans
 from hfkit.results import QA_DEFAULTS, is_export, read_result
 from hfkit.text_models import position_limit
 
-# The image pieces (timm, datasets: 2-3 s to import on a small CPU) load with the first image
-# model, so that text commands do without them.
+# The image pieces (timm with torchvision: about 3 s to import on a small CPU) load with the first
+# image model, so that text commands do without them; hfkit.data.transforms keeps datasets out.
 
 
 class ImageClassifier:

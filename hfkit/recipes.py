@@ -149,8 +149,8 @@ class TrainArgs:
     lr: float = 1e-3
     """Peak learning rate."""
     optimizer: str = "sgd"
-    """Any timm optimizer name: sgd, adamw, lamb, ... On a CPU or a CUDA GPU, sgd, momentum, adam and
-    adamw take torch's fused step (one pass over each group, not a Python loop over the parameters)."""
+    """Any timm optimizer name: sgd, adamw, lamb, ... On a CPU, adam and adamw take torch's fused
+    step (one pass over each group, not a Python loop over the parameters)."""
     momentum: float = 0.9
     """Momentum for SGD-style optimizers."""
     weight_decay: float = 1e-4

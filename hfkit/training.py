@@ -169,9 +169,8 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     return result
 
 
-# torch's optimizers with a fused kernel for every device in FUSED_DEVICES (Adagrad's is CPU-only)
-FUSED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
-FUSED_DEVICES = ("cpu", "cuda")
+# torch's optimizers whose fused step hfkit takes on a CPU (fused_option says why these, why there)
+FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
 
 
 def make_optimizer(model: torch.nn.Module, t, device_type: str | None = None) -> torch.optim.Optimizer:
@@ -179,8 +178,8 @@ def make_optimizer(model: torch.nn.Module, t, device_type: str | None = None) ->
 
     Every parameter goes in, also those a strategy freezes later (see ``set_trainable``). With
     ``layer_lr_decay`` each layer group gets ``lr * decay ** (depth below the head)``: timm's own
-    grouping for timm models, ``layer_map``'s for transformers models. On a ``device_type`` of
-    FUSED_DEVICES, SGD, Adam and AdamW take torch's fused kernel (``fused_option``).
+    grouping for timm models, ``layer_map``'s for transformers models. On a CPU (``device_type``),
+    Adam and AdamW take torch's fused step (``fused_option``).
     """
     decay = t.layer_lr_decay if t.layer_lr_decay not in (None, 1.0) else None
     if is_adapter_model(model):  # a LoRA model: group by the wrapped model's own layer names
@@ -199,19 +198,23 @@ def make_optimizer(model: torch.nn.Module, t, device_type: str | None = None) ->
 
 
 def fused_option(opt: str, device_type: str | None) -> dict[str, bool]:
-    """``{"fused": True}`` where torch has a fused step for timm's optimizer ``opt`` on the device.
+    """``{"fused": True}`` for timm's optimizer ``opt`` where hfkit takes torch's fused step.
 
-    Left to itself (``fused=None``) torch takes no fused kernel anywhere, and on a CPU it updates
-    the parameters one by one in Python: AdamW's step over MiniLM's 22M parameters took 152 ms
-    there against 19 ms fused, SGD's over ResNet-18 13.7 ms against 7.6 ms (2 cores, 2026-12-02);
-    on a GPU the fused step is one kernel launch per group instead of torch's default multi-tensor
-    ones. The fused kernels round differently from the loop, within float precision.
+    Left to itself (``fused=None``) torch updates the parameters one by one in Python on a CPU:
+    AdamW's step over MiniLM's 22M parameters took 152 ms there against 19 ms fused (2 cores,
+    2026-12-02); the fused kernel rounds differently, within float precision. Only there, and only
+    Adam and AdamW: fused SGD fails once parameters with momentum and parameters without share a
+    group (torch 2.14: a frozen backbone unfrozen mid-run), and under fp16's GradScaler it keeps
+    uninitialised momentum after a skipped first step; on a GPU torch's default multi-tensor step
+    is already a handful of kernels, and fused Adam there wants each gradient laid out exactly as
+    its parameter (pytorch#106951). A checkpoint resumes with the step it was saved with (torch's
+    ``load_state_dict`` restores each group's ``fused``).
     """
     try:
         cls = get_optimizer_class(opt, bind_defaults=False)
     except (ValueError, KeyError):  # timm's own error for an unknown name comes when it builds
         return {}
-    return {"fused": True} if device_type in FUSED_DEVICES and cls in FUSED_OPTIMIZERS else {}
+    return {"fused": True} if device_type == "cpu" and cls in FUSED_OPTIMIZERS else {}
 
 
 def _transformer_lr_groups(model: torch.nn.Module, t, decay: float) -> list[dict[str, Any]]:

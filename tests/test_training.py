@@ -259,12 +259,12 @@ def test_weight_decay_of_norm_layers_and_biases_follows_the_recipe(decay_all):
     assert len(decay) == len(list(model.parameters()))
 
 
-@pytest.mark.parametrize("name,fused", [("sgd", True), ("momentum", True), ("adam", True),
-                                        ("adamw", True), ("lamb", False), ("rmsprop", False)])
-def test_sgd_adam_and_adamw_take_torch_fused_step_with_the_same_update(name, fused):
-    """On the CPU, torch's optimizers with a fused kernel get it (torch's default is a Python loop
-    over the parameters there), and one fused step moves every parameter as the unfused one does:
-    the recipe's groups (no weight decay on norms and biases), momentum and nesterov carry over."""
+@pytest.mark.parametrize("name,fused", [("adam", True), ("adamw", True), ("sgd", False),
+                                        ("lamb", False), ("rmsprop", False)])
+def test_adam_and_adamw_take_torch_fused_step_on_a_cpu_with_the_same_update(name, fused):
+    """On the CPU, Adam and AdamW take torch's fused step (torch's default is a Python loop over the
+    parameters there), and two fused steps move every parameter as the unfused ones do: the
+    recipe's groups (no weight decay on norms and biases) and the moments carry over."""
     import timm
 
     from hfkit.recipes import TrainArgs
@@ -288,21 +288,42 @@ def test_sgd_adam_and_adamw_take_torch_fused_step_with_the_same_update(name, fus
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # a lost weight decay: 2.5e-2 x p
 
 
-def test_fused_step_only_on_devices_where_torch_has_it_for_every_optimizer():
+def test_the_fused_step_only_on_a_cpu():
     from hfkit.training import fused_option
 
-    assert fused_option("adamw", "cuda") == {"fused": True}
-    assert fused_option("adamw", "mps") == {}  # fused SGD on MPS is newer than torch 2.4
-    assert fused_option("adagrad", "cpu") == {}  # its fused kernel is CPU-only: not in the list
+    assert fused_option("adamw", "cpu") == {"fused": True}
+    assert fused_option("adamw", "cuda") == fused_option("adamw", "mps") == {}  # torch's default
     assert fused_option("no-such-optimizer", "cpu") == {}  # timm reports it when it builds
 
 
-def test_a_run_checkpoints_the_fused_optimizer_and_resumes_it(tiny_overrides, tmp_path):
-    """fit passes its device: the run's SGD steps fused on the CPU, and its checkpoint says so."""
-    _run(tiny_overrides + ["train.keep_checkpoints=5"], tmp_path / "run", max_steps=3)
-    state = torch.load(find_checkpoint(tmp_path / "run", "latest") / "optimizer.bin", weights_only=True)
+def test_fused_sgd_would_fail_a_backbone_unfrozen_mid_run():
+    """Why SGD stays unfused: parameters with momentum and parameters without in one group (a
+    frozen backbone that starts training) make torch's fused SGD raise; if torch fixes it, this
+    test says so and SGD can be fused too."""
+    head, backbone = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([head, backbone], lr=0.1, momentum=0.9, fused=True)
+    head.grad = torch.ones(3)
+    optimizer.step()
+    head.grad, backbone.grad = torch.ones(3), torch.ones(3)
+    with pytest.raises(TypeError):
+        optimizer.step()
+
+
+def test_an_adamw_run_resumed_mid_epoch_equals_uninterrupted_and_steps_fused(tiny_overrides, tmp_path):
+    """fit passes its device: the run's AdamW steps fused on the CPU, its checkpoint says so, and
+    resuming it gives the uninterrupted run's weights bit for bit, also with a frozen-then-unfrozen
+    backbone (the groups gain moments mid-run)."""
+    overrides = tiny_overrides + ["train.optimizer=adamw", "train.lr=1e-3", "train.keep_checkpoints=5",
+                                  "train.strategy=freeze-then-unfreeze"]
+    _run(overrides, tmp_path / "full")
+    _run(overrides, tmp_path / "split", max_steps=9)  # epoch 2 of 2: the backbone trains
+    state = torch.load(find_checkpoint(tmp_path / "split", "latest") / "optimizer.bin", weights_only=True)
     assert {g["fused"] for g in state["param_groups"]} == {True}
-    assert any("momentum_buffer" in s for s in state["state"].values())
+    assert any("exp_avg" in s for s in state["state"].values())
+    _run(overrides, tmp_path / "split", resume="latest")
+    a, b = _final_weights(tmp_path / "full"), _final_weights(tmp_path / "split")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 # -- a crash while a checkpoint is written; a step saved twice ------------------------------------

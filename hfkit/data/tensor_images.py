@@ -1,9 +1,10 @@
-"""Small image sets held in memory as one uint8 tensor and augmented in batches on the device.
+"""Small image sets held in memory as one uint8 tensor, batched by indexing.
 
 CIFAR-10 (50,000 x 32x32) is 150 MB as uint8, Tiny ImageNet (100,000 x 64x64) 1.2 GB: both
 fit. Decoding once and cropping, flipping and resizing whole batches on the training device
-removes the per-image PIL work that keeps a GPU waiting (and most of a CPU's data time).
-The same code does evaluation and ``hfkit predict``, so serving sees exactly what evaluation saw.
+(``hfkit.data.transforms.BatchAugment``) removes the per-image PIL work that keeps a GPU waiting
+(and most of a CPU's data time). The same batch transform does evaluation and ``hfkit predict``,
+so serving sees exactly what evaluation saw.
 """
 
 from __future__ import annotations
