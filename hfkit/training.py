@@ -194,7 +194,18 @@ def make_optimizer(model: torch.nn.Module, t, device_type: str | None = None) ->
     # which the LambdaLR schedule then scales (it multiplies each group's initial lr: ratios stay)
     for group in optimizer.param_groups:
         group["lr"] = t.lr * group.get("lr_scale", 1.0)
+    if "fused" in optimizer.defaults:
+        optimizer.register_load_state_dict_post_hook(_keep_fused_choice)
     return optimizer
+
+
+def _keep_fused_choice(optimizer: torch.optim.Optimizer) -> None:
+    """After ``load_state_dict``: each group's ``fused`` is this device's choice again, not the
+    checkpoint's (torch restores it from the saved groups). A CPU checkpoint resumed on a GPU would
+    otherwise step fused there, and one saved unfused under fp16 would get GradScaler's fused-only
+    arguments (the scaler asks the optimizer as it was built)."""
+    for group in optimizer.param_groups:
+        group["fused"] = optimizer.defaults["fused"]
 
 
 def fused_option(opt: str, device_type: str | None) -> dict[str, bool]:
@@ -207,12 +218,12 @@ def fused_option(opt: str, device_type: str | None) -> dict[str, bool]:
     group (torch 2.14: a frozen backbone unfrozen mid-run), and under fp16's GradScaler it keeps
     uninitialised momentum after a skipped first step; on a GPU torch's default multi-tensor step
     is already a handful of kernels, and fused Adam there wants each gradient laid out exactly as
-    its parameter (pytorch#106951). A checkpoint resumes with the step it was saved with (torch's
-    ``load_state_dict`` restores each group's ``fused``).
+    its parameter (pytorch#106951). A resumed run steps as its device chooses, whatever the
+    checkpoint was saved with (``_keep_fused_choice``).
     """
     try:
         cls = get_optimizer_class(opt, bind_defaults=False)
-    except (ValueError, KeyError):  # timm's own error for an unknown name comes when it builds
+    except ValueError:  # timm's own error for an unknown name comes when it builds
         return {}
     return {"fused": True} if device_type == "cpu" and cls in FUSED_OPTIMIZERS else {}
 
