@@ -1,8 +1,9 @@
 """Image classification data: local folders, Hub data sets and zip URLs, through ``datasets``.
 
-Images are decoded by PIL here rather than by ``datasets`` so that unreadable files can be
-skipped up front (keeping every label with its own image), big JPEGs are decoded at a reduced
-scale (``draft``), and small data sets are decoded once and kept in memory.
+Images are decoded by PIL (``hfkit.data.transforms.decode_image``) rather than by ``datasets``,
+so that unreadable files can be skipped up front (keeping every label with its own image), big
+JPEGs are decoded at a reduced scale (``draft``), and small data sets are decoded once and kept
+in memory.
 """
 
 from __future__ import annotations
