@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +15,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-# Keep tests hermetic: never touch the network or the user's Hugging Face cache.
+# Keep tests hermetic: never touch the network or the user's Hugging Face cache. Every run
+# cached its generated data sets in ~/.cache/huggingface/datasets (thousands of entries after a
+# few days): the session gets a cache of its own, gone at exit. Set before any test imports
+# datasets or huggingface_hub, which read these at import; subprocesses inherit them.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_SESSION_HF_HOME = tempfile.mkdtemp(prefix="hfkit-tests-hf-")
+atexit.register(shutil.rmtree, _SESSION_HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _SESSION_HF_HOME
+for _var in ("HF_DATASETS_CACHE", "HF_MODULES_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
 
 
 def make_image(color: tuple[int, int, int], size=(40, 32), seed=0) -> PIL.Image.Image:
