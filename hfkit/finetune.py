@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import shlex
 import time
@@ -18,6 +17,7 @@ from accelerate.utils import set_seed
 from hfkit import plots, tasks
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
 from hfkit.devices import launcher_pid, process_state
+from hfkit.diskspace import DiskFullError, disk_full_error
 from hfkit.hub import AGAIN, push
 from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import create_image_model, image_lora_layers, save_image_model
@@ -37,19 +37,14 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         set_seed(recipe.train.seed)
         try:
             return train(recipe, tasks.get(recipe.task).load("builder"), resume, max_steps)
-        except Exception as e:
-            if not _disk_full(e):
+        except DiskFullError:  # the loop's own, naming its last checkpoint
+            raise
+        except Exception as e:  # any other write: data cache, plots, results
+            full = disk_full_error(out, "the run's files", 0, e, "The checkpoints saved so far are "
+                                   "complete: free some space, then go on with --resume latest.")
+            if full is None:
                 raise
-            raise RuntimeError(
-                f"no space left on the disk that holds {out} ({str(e).splitlines()[0][:200]}). The "
-                "checkpoints saved so far are complete: free some space, then continue with "
-                "--resume latest.") from e
-
-
-def _disk_full(e: BaseException) -> bool:
-    """ENOSPC, also when safetensors or torch wrapped it in an error of their own."""
-    return getattr(e, "errno", None) == errno.ENOSPC or any(
-        s in str(e) for s in ("No space left on device", "StorageFull", "os error 28"))
+            raise full from e
 
 
 @dataclass

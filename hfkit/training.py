@@ -38,6 +38,7 @@ from hfkit.devices import (
     training_precision,
     write_launcher_defaults,
 )
+from hfkit.diskspace import checkpoint_bytes, disk_full_error, model_bytes, space_warning
 from hfkit.lora import is_adapter_model
 from hfkit.models import layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
@@ -331,6 +332,9 @@ class _Loop:
         self.stopping = False  # the stop all processes agreed on (see should_stop)
         self.totals: torch.Tensor | None = None
         self.steps: torch.Tensor | None = None
+        # estimated before the first step, for the space warning and a full disk's error
+        self.model_size = model_bytes(self.plain_model())
+        self.checkpoint_size = checkpoint_bytes(self.plain_model(), optimizer, ema is not None)
 
     def plain_model(self) -> torch.nn.Module:
         """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
@@ -342,6 +346,10 @@ class _Loop:
         return self.ema.module if self.ema is not None else self.plain_model()
 
     def run(self) -> TrainerState:
+        if self.acc.is_main_process and (warning := space_warning(
+                self.out, self.checkpoint_size, self.t.keep_checkpoints,
+                len(list((self.out / CHECKPOINTS).glob("step-*"))), self.model_size)):
+            self.acc.print(warning)
         while self.state.epoch < self.t.epochs:
             train_metrics = self.train_epoch()
             if train_metrics is None:  # stopped by --max-steps or a signal inside the epoch
@@ -515,7 +523,11 @@ class _Loop:
             def write(tmp: Path) -> None:
                 self.save_model(best, tmp)
                 (tmp / PREDICTIONS_FILE).write_text(json.dumps(predictions, ensure_ascii=False))
-            write_atomically(self.out, write)
+            try:
+                write_atomically(self.out, write)
+            except Exception as e:
+                self._raise_if_disk_full(e, self.out, "the best model", self.model_size)
+                raise
         return True
 
     def _patience_exhausted(self) -> bool:
@@ -547,14 +559,27 @@ class _Loop:
             if acc.is_main_process:
                 save_recipe(self.recipe, tmp / "recipe.yaml")
                 s.save(tmp)  # last: a folder with its trainer state is complete
-        except Exception:  # e.g. the disk is full: give back the space of the partial copy
+        except Exception as e:  # e.g. the disk is full: give back the space of the partial copy
             shutil.rmtree(tmp, ignore_errors=True)
+            self._raise_if_disk_full(e, root, f"checkpoint {final.name}", self.checkpoint_size)
             raise
         if acc.is_main_process:
             os.replace(tmp, final)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
+
+
+    def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
+        """Raise a DiskFullError in place of ``error`` if the disk is full: it names the last
+        complete checkpoint (the run goes on from there) and what to do."""
+        done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+        then = (f"The run stopped; {done[-1].name} is its last complete checkpoint: free some space"
+                f"{' (or set train.keep_checkpoints=1)' if self.t.keep_checkpoints > 1 else ''}, "
+                "then go on with --resume latest." if done else
+                "The run stopped before its first checkpoint: free some space and start it again.")
+        if (full := disk_full_error(folder, what, need, error, then)) is not None:
+            raise full from error
 
 
 def _batch_size(batch) -> int:
