@@ -240,7 +240,8 @@ def export_command(args: argparse.Namespace) -> int:
     from hfkit.export import export
 
     report = export(args.run_dir, out_dir=args.out, quantize=args.quantize, eval_data=args.eval_data,
-                    max_eval_samples=args.max_eval_samples)
+                    max_eval_samples=args.max_eval_samples,
+                    progress=lambda m: print(f"hfkit export: {m}", file=sys.stderr, flush=True))
     print(report.table())
     return 0
 

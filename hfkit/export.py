@@ -40,8 +40,9 @@ import inspect
 import json
 import logging
 import shutil
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -98,6 +99,7 @@ class ExportReport:
     checks: list[Check] = field(default_factory=list)
     eval_samples: int = 0  # examples the accuracies are measured on (0: none)
     notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, in the order they ran
 
     def table(self) -> str:
         """The report as printed by ``hfkit export``."""
@@ -110,7 +112,21 @@ class ExportReport:
                  f"fp32 tolerance {self.tolerance:.1e}"
                  + (f"; accuracy on {self.eval_samples} eval examples" if self.eval_samples else "")]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-        return "\n".join(lines + [f"note: {n}" for n in self.notes])
+        lines += [f"note: {n}" for n in self.notes]
+        if self.seconds:
+            lines.append(f"took {sum(self.seconds.values()):.1f} s: "
+                         + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        return "\n".join(lines)
+
+    @contextlib.contextmanager
+    def stage(self, key: str, what: str, progress: Callable[[str], None] | None) -> Iterator[None]:
+        """Time one stage into ``seconds[key]``, saying ``what`` is being done first: a stage may
+        take a minute (exporting a 100M-parameter model, int8 calibration, the accuracies)."""
+        if progress is not None:
+            progress(f"{what} ...")
+        started = time.perf_counter()
+        yield
+        self.seconds[key] = round(time.perf_counter() - started, 1)
 
 
 def _maybe(value: float | None, spec: str) -> str:
@@ -124,13 +140,15 @@ def _size(n: int) -> str:
 # -- export --------------------------------------------------------------------------------------
 
 def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None,
-           eval_data: str | None = None, max_eval_samples: int = 200) -> ExportReport:
+           eval_data: str | None = None, max_eval_samples: int = 200,
+           progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export the result folder ``run_dir`` to ONNX in ``out_dir`` (default ``<run_dir>/onnx``),
     check it against PyTorch, and with ``quantize="int8"`` write ``model.int8.onnx`` beside it.
 
     Accuracies (PyTorch, ONNX fp32, int8) are measured on ``eval_data`` (a data folder or file), else
     on the data of the run's recipe when it is here and ``quantize`` is set; ``max_eval_samples``
     caps them. A parity failure raises :class:`ExportMismatch` and leaves no ``model.onnx``.
+    ``progress`` (e.g. ``print``) is told of each stage as it starts; the report times them.
     """
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be None or 'int8', got '{quantize}'")
@@ -148,29 +166,39 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     job: TaskExport = found.task.load("exporter")(found)
     report = ExportReport(str(run_dir), str(out), found.task.name, 0.0, 0)
-    _write_checked(job, out, report)
-    examples = _eval_examples(job, report, eval_data, max_eval_samples) if eval_data or quantize else None
+    _write_checked(job, out, report, progress)
+    examples = None
+    if eval_data or quantize:
+        with report.stage("eval data", "reading the evaluation data", progress):
+            examples = _eval_examples(job, report, eval_data, max_eval_samples)
     if quantize:
-        report.notes += job.quantize(out / ONNX_FILE, out / INT8_FILE, examples)
-        report.checks.append(_compare(job, "onnxruntime int8", out / INT8_FILE))
+        with report.stage("int8", f"quantising to int8 ({job.int8_method})", progress):
+            report.notes += job.quantize(out / ONNX_FILE, out / INT8_FILE, examples)
+            report.checks.append(_compare(job, "onnxruntime int8", out / INT8_FILE))
     if examples:
-        _add_accuracies(job, out, report, *examples)
+        with report.stage("accuracy", f"measuring the accuracy of {len(report.checks)} models on "
+                          f"{len(examples[0])} evaluation examples", progress):
+            _add_accuracies(job, out, report, *examples)
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return report
 
 
-def _write_checked(job: TaskExport, out: Path, report: ExportReport) -> None:
+def _write_checked(job: TaskExport, out: Path, report: ExportReport,
+                   progress: Callable[[str], None] | None) -> None:
     """Export to a scratch name, write the preprocessing, and rename to ``model.onnx`` only once
     onnxruntime agrees with PyTorch: an export folder never holds an unchecked model."""
     unchecked = out / UNCHECKED_FILE
     for stale in (out / ONNX_FILE, out / INT8_FILE):
         stale.unlink(missing_ok=True)
-    _torch_export(job, unchecked)
+    with report.stage("export", f"exporting {job.source} to ONNX (torch.onnx, dynamo)", progress):
+        _torch_export(job, unchecked)
     job.write_preprocessing(out)
     for name in COPIED:
         if (Path(job.source) / name).is_file():
             shutil.copy2(Path(job.source) / name, out / name)
-    check = _compare(job, "onnxruntime fp32", unchecked)
+    with report.stage("parity", f"checking onnxruntime against PyTorch on {job.parity_count} inputs",
+                      progress):
+        check = _compare(job, "onnxruntime fp32", unchecked)
     report.tolerance, report.parity_inputs = job.tolerance, job.parity_count
     if not check.max_abs_diff <= job.tolerance:  # also catches NaN
         raise ExportMismatch(
@@ -226,6 +254,7 @@ class TaskExport:
 
     output_names: tuple[str, ...] = ("logits",)
     weights_file = "model.safetensors"
+    int8_method = "dynamic: int8 weights, activations quantised at run time"
     sequence: int | None = None  # longest sequence of a text model: its second input axis is dynamic
     module: torch.nn.Module
     input_names: list[str]
@@ -296,6 +325,7 @@ def _quiet_quantizer() -> Iterator[None]:
 
 class ImageExport(TaskExport):
     input_names = ["pixel_values"]
+    int8_method = "static QDQ, calibrated on images"
 
     def __init__(self, found: ResultFolder) -> None:
         self.torch_predictor = ImageClassifier(found.source, device="cpu")

@@ -97,6 +97,12 @@ def test_int8_image_export_reports_sizes_agreement_and_accuracies(image_export, 
     assert len(ranked) == 3 and all(r[0][0] in ("ants", "bees") for r in ranked)
     table = report.table()
     assert "onnxruntime int8  model.int8.onnx" in table and "accuracy on 6 eval examples" in table
+    # every stage timed, in order, and the total on the table's last line
+    assert list(report.seconds) == ["export", "parity", "eval data", "int8", "accuracy"]
+    assert all(v >= 0 for v in report.seconds.values()) and report.seconds["export"] > 0
+    assert table.splitlines()[-1] == (f"took {sum(report.seconds.values()):.1f} s: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in report.seconds.items()))
+    assert json.loads((out / "export.json").read_text())["seconds"] == report.seconds
 
 
 def test_squash_marker_travels_and_cifar_model_exports(cifar_folder, tmp_path, pictures):
@@ -212,7 +218,11 @@ def test_a_mismatching_export_fails_with_the_numbers_and_writes_no_model(cifar_f
 def test_cli_export_then_predict_from_the_export_prints_the_same(cifar_folder, tmp_path, pictures, capsys):
     out = tmp_path / "exported"
     assert main(["export", str(cifar_folder), "--format", "onnx", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, said = capsys.readouterr()
+    # each stage is announced as it starts, on stderr; no int8, no eval data: two stages
+    inputs = json.loads((out / "export.json").read_text())["parity_inputs"]
+    assert said.splitlines() == [f"hfkit export: exporting {cifar_folder} to ONNX (torch.onnx, dynamo) ...",
+                                 f"hfkit export: checking onnxruntime against PyTorch on {inputs} inputs ..."]
     assert f"{cifar_folder} -> {out} (image-classification)" in printed
     assert "onnxruntime fp32  model.onnx" in printed
     assert main(["predict", "--model", str(out), "--top-k", "3", *pictures]) == 0
