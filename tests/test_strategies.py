@@ -153,8 +153,11 @@ def test_lr_find_command_writes_the_plot_and_the_recipe_copy(image_folder, tmp_p
     code = cli.main(["lr-find", "--recipe", "hymenoptera", *overrides, "--output-dir", str(tmp_path / "run"),
                      "--start", "1e-5", "--end", "100", "--steps", "40", "--apply", str(copy)])
     assert code == 0
-    printed = capsys.readouterr().out
+    printed, bar = capsys.readouterr()
     assert (tmp_path / "run" / "lr_find.png").stat().st_size > 1000
+    tried = int(re.search(r"Tried (\d+) lrs", printed).group(1))
+    assert "lr-find: " in bar and f"| {tried}/40 [" in bar  # the progress bar, at the last step tried
+    assert re.search(r"loss=\d+\.\d{4}, lr=\d\.\de[+-]\d+", bar)
     lr = float(re.search(r"suggested lr (\S+)", printed).group(1))
     last = float(re.search(r"to (\S+) \(", printed).group(1))
     assert 1e-5 < lr < last <= 100
