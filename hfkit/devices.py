@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
+import sys
 from pathlib import Path
 
 import psutil
@@ -40,6 +42,51 @@ def _launcher() -> psutil.Process | None:
         return parent if parent is not None and any("accelerate" in p for p in parent.cmdline()[:3]) else None
     except psutil.Error:  # cannot see it: behave as if started by hand
         return None
+
+
+def stderr_to_stdout() -> None:
+    """Point file descriptor 2 where stdout goes (the terminal or log the user reads), or at
+    /dev/null when that fails too. For a process whose stderr pipe to its launcher broke."""
+    try:
+        os.dup2(sys.stdout.fileno(), 2)
+    except (AttributeError, OSError, ValueError):  # no stdout file: replaced, closed
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
+class LauncherStderr:
+    """``sys.stderr`` for a process whose stderr is a pipe to ``accelerate launch`` (accelerate
+    1.16 tees it). When the launcher is killed (``kill -9``, the OOM killer) that pipe breaks, and
+    the next progress-bar update would end the run with a BrokenPipeError before it could save a
+    checkpoint; here the write moves to stdout instead, and so does every later one."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            stderr_to_stdout()
+            return self.stream.write(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            stderr_to_stdout()
+            self.stream.flush()
+
+    def __getattr__(self, name: str):  # fileno, isatty, encoding, ...: the real stream's
+        return getattr(self.stream, name)
+
+
+def stderr_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(2).st_mode)
+    except OSError:
+        return False
 
 
 @functools.cache  # asked once early: after the launcher dies, this process has another parent

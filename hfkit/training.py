@@ -31,10 +31,13 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hfkit.devices import (
+    LauncherStderr,
     launcher_pid,
     launcher_requested_processes,
     process_state,
     set_cpu_threads,
+    stderr_is_a_pipe,
+    stderr_to_stdout,
     training_precision,
     write_launcher_defaults,
 )
@@ -270,9 +273,11 @@ class StopRequest:
     another batch: they agree through accelerate's trigger (see ``_Loop.should_stop``), so all
     stop at one step.
 
-    ``accelerate launch`` does not pass a SIGTERM on to the process it started: the launcher dies
-    and its child would train on, orphaned. So the child also watches its launcher and stops
-    the same way when the launcher is gone.
+    ``accelerate launch`` before 1.16 does not pass a SIGTERM on to the process it started: the
+    launcher dies and its child would train on, orphaned; 1.16 passes it on but nothing survives
+    a ``kill -9`` or the OOM killer. So the child also watches its launcher and stops the same way
+    when the launcher is gone. (1.16 kills its child 5 s after passing a signal on: a step and a
+    checkpoint longer than that are cut short, and the last complete checkpoint stays.)
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -288,6 +293,9 @@ class StopRequest:
         if self.enabled:
             self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
             launcher = launcher_pid()
+            if launcher is not None and stderr_is_a_pipe():
+                # left in place after the run: its last messages go the same way
+                sys.stderr = LauncherStderr(sys.stderr)
             if launcher is not None:
                 threading.Thread(target=self._watch, args=(launcher,), daemon=True).start()
         return self
@@ -313,7 +321,9 @@ class StopRequest:
     def _watch(self, launcher: int) -> None:
         while not self.done.wait(self.WATCH_SECONDS):
             if os.getppid() != launcher:  # reparented: the launcher was killed
-                self.request("The accelerate launcher has ended (SIGTERM?). ")
+                if stderr_is_a_pipe():  # to the launcher (accelerate 1.16): it is gone
+                    stderr_to_stdout()
+                self.request("The accelerate launcher has ended (killed?). ")
                 return
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -524,13 +525,10 @@ def test_two_processes_cannot_share_an_output_folder(tiny_overrides, tmp_path):
         pass
 
 
-@pytest.mark.slow
-def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_folder, tmp_path):
-    """`accelerate launch` dies of a SIGTERM without passing it on. The training process notices
-    that its launcher is gone, stops after the current step, saves a checkpoint and exits, instead
-    of training on as an orphan; `--resume latest` then continues."""
+def _signal_the_launcher(sig, image_folder, tmp_path) -> tuple[str, Path]:
+    """Start a long tiny run through a real `accelerate launch`, send ``sig`` to the launcher
+    after the first epoch and wait for the training process to end: (its log, its output dir)."""
     import contextlib
-    import signal
     import subprocess
     import sys
     import time
@@ -553,16 +551,41 @@ def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_fold
             assert launcher.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         (child,) = psutil.Process(launcher.pid).children()
-        launcher.send_signal(signal.SIGTERM)
+        launcher.send_signal(sig)
         assert launcher.wait(timeout=30) != 0
         child.wait(timeout=60)  # psutil.TimeoutExpired if it trains on
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group outlives its leader, the launcher
             os.killpg(launcher.pid, signal.SIGKILL)
-    text = log.read_text()
+    return log.read_text(), out
+
+
+def _stopped_at(out: Path) -> int:
+    return json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())["global_step"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_folder, tmp_path):
+    """accelerate 1.16 passes a SIGTERM on to the training process (and kills it 5 s later);
+    older launchers die without passing it on, and the training process notices that its launcher
+    is gone. Either way it stops after the current step, saves a checkpoint and exits, instead of
+    training on as an orphan."""
+    text, out = _signal_the_launcher(signal.SIGTERM, image_folder, tmp_path)
+    assert "Stopping after this step and saving a checkpoint" in text
+    assert "Interrupted at step" in text and "Traceback" not in text
+    assert 6 <= _stopped_at(out) < 200 * 6
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_leaves_a_checkpoint_of_where_the_run_was(image_folder, tmp_path):
+    """`kill -9` (or the OOM killer) on `accelerate launch` passes nothing on, and breaks the
+    training process's stderr, a pipe through the launcher in accelerate 1.16: without care the
+    next progress-bar update ends the run with a BrokenPipeError and no checkpoint. It notices,
+    says so on stdout, stops after the current step and saves a checkpoint."""
+    text, out = _signal_the_launcher(signal.SIGKILL, image_folder, tmp_path)
     assert "The accelerate launcher has ended" in text
-    state = json.loads((find_checkpoint(out, "latest") / "trainer_state.json").read_text())
-    assert 6 <= state["global_step"] < 200 * 6
+    assert "Interrupted at step" in text and "Traceback" not in text
+    assert 6 < _stopped_at(out) < 200 * 6  # later than the first epoch's checkpoint
 
 
 def test_the_console_marks_the_best_epoch_and_ends_with_the_best_result(tiny_overrides, tmp_path, capsys):
