@@ -89,6 +89,13 @@ def stderr_is_a_pipe() -> bool:
         return False
 
 
+def note_launcher() -> None:
+    """As a run starts: note the ``accelerate launch`` that started it (once the launcher is dead,
+    this process has another parent), and make stderr outlive that launcher's pipe."""
+    if launcher_pid() is not None and stderr_is_a_pipe() and not isinstance(sys.stderr, LauncherStderr):
+        sys.stderr = LauncherStderr(sys.stderr)  # for the whole process: its last messages too
+
+
 @functools.cache  # asked once early: after the launcher dies, this process has another parent
 def launcher_pid() -> int | None:
     launcher = _launcher()

@@ -16,21 +16,21 @@ from accelerate.utils import set_seed
 
 from hfkit import plots, tasks
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
-from hfkit.devices import launcher_pid, process_state
-from hfkit.diskspace import DiskFullError, disk_full_error
+from hfkit.devices import note_launcher, process_state
+from hfkit.diskspace import DiskFullError, disk_full_error, failed_folder
 from hfkit.hub import AGAIN, push
 from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
-from hfkit.training import TrainerState, check_output_dir, fit, output_lock
+from hfkit.training import CHECKPOINTS, TrainerState, check_output_dir, fit, output_lock
 
 
 def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
     """Run ``recipe``; returns the metrics also written to ``all_results.json``."""
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"--max-steps must be a positive integer, got {max_steps}")
-    launcher_pid()  # noted now, so a launcher killed while data loads is noticed when training starts
+    note_launcher()  # now, so a launcher killed while data loads is noticed when training starts
     out = Path(recipe.output_dir)
     with output_lock(out):  # held until the results are written: one run per folder
         check_output_dir(out, resume, recipe)  # before minutes of data loading
@@ -40,8 +40,11 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         except DiskFullError:  # the loop's own, naming its last checkpoint
             raise
         except Exception as e:  # any other write: data cache, plots, results
-            full = disk_full_error(out, "the run's files", 0, e, "The checkpoints saved so far are "
-                                   "complete: free some space, then go on with --resume latest.")
+            saved = any((out / CHECKPOINTS).glob("step-*"))
+            then = ("The checkpoints saved so far are complete: free some space, then go on with "
+                    "--resume latest." if saved else
+                    "No checkpoint was saved yet: free some space and start the run again.")
+            full = disk_full_error(failed_folder(e) or out, "the run's files", 0, e, then)
             if full is None:
                 raise
             raise full from e

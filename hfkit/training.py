@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hfkit.devices import (
-    LauncherStderr,
     launcher_pid,
     launcher_requested_processes,
     process_state,
@@ -41,7 +40,7 @@ from hfkit.devices import (
     training_precision,
     write_launcher_defaults,
 )
-from hfkit.diskspace import checkpoint_bytes, disk_full_error, model_bytes, space_warning
+from hfkit.diskspace import checkpoint_bytes, disk_full_error, folder_bytes, model_bytes, space_warning
 from hfkit.lora import is_adapter_model
 from hfkit.models import layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
@@ -53,6 +52,8 @@ except ImportError:  # Windows: no advisory locks; one run per folder is then up
     fcntl = None
 
 CHECKPOINTS = "checkpoints"
+# strategies that unfreeze frozen parameters during the run (their optimizer state comes later)
+UNFREEZING = ("freeze-then-unfreeze", "gradual-unfreeze")
 STATE_FILE = "trainer_state.json"
 PREDICTIONS_FILE = "eval_predictions.json"  # beside the best model: its predictions on the eval set
 LOCK_FILE = ".hfkit-run.lock"
@@ -293,9 +294,6 @@ class StopRequest:
         if self.enabled:
             self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
             launcher = launcher_pid()
-            if launcher is not None and stderr_is_a_pipe():
-                # left in place after the run: its last messages go the same way
-                sys.stderr = LauncherStderr(sys.stderr)
             if launcher is not None:
                 threading.Thread(target=self._watch, args=(launcher,), daemon=True).start()
         return self
@@ -342,9 +340,12 @@ class _Loop:
         self.stopping = False  # the stop all processes agreed on (see should_stop)
         self.totals: torch.Tensor | None = None
         self.steps: torch.Tensor | None = None
-        # estimated before the first step, for the space warning and a full disk's error
+        # for the space warning and a full disk's error: a resumed run's checkpoint as it is on
+        # disk, a new one's estimated from its parameters
         self.model_size = model_bytes(self.plain_model())
-        self.checkpoint_size = checkpoint_bytes(self.plain_model(), optimizer, ema is not None)
+        done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+        self.checkpoint_size = folder_bytes(done[-1]) if done else checkpoint_bytes(
+            self.plain_model(), optimizer, ema is not None, recipe.train.strategy in UNFREEZING)
 
     def plain_model(self) -> torch.nn.Module:
         """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
@@ -358,7 +359,8 @@ class _Loop:
     def run(self) -> TrainerState:
         if self.acc.is_main_process and (warning := space_warning(
                 self.out, self.checkpoint_size, self.t.keep_checkpoints,
-                len(list((self.out / CHECKPOINTS).glob("step-*"))), self.model_size)):
+                len(list((self.out / CHECKPOINTS).glob("step-*"))), self.model_size,
+                has_best=self.state.best_metric is not None)):
             self.acc.print(warning)
         while self.state.epoch < self.t.epochs:
             train_metrics = self.train_epoch()
@@ -583,7 +585,10 @@ class _Loop:
     def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
         """Raise a DiskFullError in place of ``error`` if the disk is full: it names the last
         complete checkpoint (the run goes on from there) and what to do."""
-        done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+        try:
+            done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+        except OSError:
+            done = []
         then = (f"The run stopped; {done[-1].name} is its last complete checkpoint: free some space"
                 f"{' (or set train.keep_checkpoints=1)' if self.t.keep_checkpoints > 1 else ''}, "
                 "then go on with --resume latest." if done else

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # few days): the session gets a cache of its own, gone at exit. Set before any test imports
 # datasets or huggingface_hub, which read these at import; subprocesses inherit them.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _stale in Path(tempfile.gettempdir()).glob("hfkit-tests-hf-*"):  # left by a killed session
+    with contextlib.suppress(OSError):  # a day old: not another session running beside this one
+        if time.time() - _stale.stat().st_mtime > 24 * 3600:
+            shutil.rmtree(_stale, ignore_errors=True)
 _SESSION_HF_HOME = tempfile.mkdtemp(prefix="hfkit-tests-hf-")
 atexit.register(shutil.rmtree, _SESSION_HF_HOME, ignore_errors=True)
 os.environ["HF_HOME"] = _SESSION_HF_HOME
