@@ -89,6 +89,22 @@ def stderr_is_a_pipe() -> bool:
         return False
 
 
+# accelerate 1.16's launcher passes a Ctrl-C or SIGTERM on to its training process and kills it
+# this many seconds later (launch.py, _terminate_process_tree); older ones pass nothing on
+LAUNCHER_KILL_SECONDS = 5.0
+
+
+def launcher_kill_seconds() -> float | None:
+    """How long ``accelerate launch`` lets this process stop after passing a signal on, before it
+    kills it; None when no launcher started it, or one that does not kill it (before 1.16)."""
+    if launcher_pid() is None:
+        return None
+    import accelerate
+    from packaging.version import Version
+
+    return LAUNCHER_KILL_SECONDS if Version(accelerate.__version__) >= Version("1.16") else None
+
+
 def note_launcher() -> None:
     """As a run starts: note the ``accelerate launch`` that started it (once the launcher is dead,
     this process has another parent), and make stderr outlive that launcher's pipe."""

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from hfkit.devices import (
+    launcher_kill_seconds,
     launcher_pid,
     launcher_requested_processes,
     process_state,
@@ -338,6 +339,7 @@ class _Loop:
         self.state, self.max_steps = state, max_steps
         self.objective, self.ema, self.stop = objective, ema, stop
         self.stopping = False  # the stop all processes agreed on (see should_stop)
+        self.timed_checkpoint = False  # whether a checkpoint's time was looked at (stop_time_warning)
         self.totals: torch.Tensor | None = None
         self.steps: torch.Tensor | None = None
         # for the space warning and a full disk's error: a resumed run's checkpoint as it is on
@@ -566,6 +568,7 @@ class _Loop:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
+        started = time.perf_counter()
         try:
             acc.save_state(str(tmp))
             if acc.is_main_process:
@@ -579,8 +582,18 @@ class _Loop:
             os.replace(tmp, final)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
+            self._note_checkpoint_time(time.perf_counter() - started)
         acc.wait_for_everyone()
 
+    def _note_checkpoint_time(self, seconds: float) -> None:
+        """After the run's first checkpoint: warn if a stop would take longer than the launcher
+        allows (a step, then a checkpoint)."""
+        if self.timed_checkpoint:
+            return
+        self.timed_checkpoint = True
+        step = self.state.train_seconds / max(self.state.global_step, 1)
+        if warning := stop_time_warning(step, seconds, launcher_kill_seconds()):
+            self.acc.print(warning)
 
     def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
         """Raise a DiskFullError in place of ``error`` if the disk is full: it names the last
@@ -617,6 +630,19 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
     # floats as float32: numpy has no bfloat16 for a value computed under bf16 autocast
     return objective.metrics({k: (lambda t: t.float() if t.is_floating_point() else t)(torch.cat(v))
                               .cpu().numpy() for k, v in gathered.items()})
+
+
+def stop_time_warning(step: float, checkpoint: float, kill_after: float | None) -> str | None:
+    """A warning when stopping (the step under way, then a checkpoint: ``step`` + ``checkpoint``
+    seconds) would outlast the ``kill_after`` seconds the launcher allows after passing a
+    Ctrl-C or SIGTERM on; None when it fits, or when nothing kills this process."""
+    if kill_after is None or step + checkpoint < 0.8 * kill_after:
+        return None
+    return (f"hfkit: warning: a step and a checkpoint take about {step + checkpoint:.1f} s here "
+            f"({step:.1f} + {checkpoint:.1f}), and accelerate launch kills this process "
+            f"{kill_after:.0f} s after passing a Ctrl-C or SIGTERM on: such a stop would keep the "
+            f"last complete checkpoint, not one of the step where it stopped. To stop with a "
+            f"checkpoint there, signal the training process itself: kill -INT {os.getpid()}")
 
 
 def one_class_warning(predictions: list[Any], names=None) -> str | None:

@@ -525,9 +525,10 @@ def test_two_processes_cannot_share_an_output_folder(tiny_overrides, tmp_path):
         pass
 
 
-def _signal_the_launcher(sig, image_folder, tmp_path) -> tuple[str, Path]:
+def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False) -> tuple[str, Path]:
     """Start a long tiny run through a real `accelerate launch`, send ``sig`` to the launcher
-    after the first epoch and wait for the training process to end: (its log, its output dir)."""
+    (or to the training process it started) after the first epoch and wait for the training
+    process to end: (its log, its output dir)."""
     import contextlib
     import subprocess
     import sys
@@ -551,13 +552,58 @@ def _signal_the_launcher(sig, image_folder, tmp_path) -> tuple[str, Path]:
             assert launcher.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         (child,) = psutil.Process(launcher.pid).children()
-        launcher.send_signal(sig)
-        assert launcher.wait(timeout=30) != 0
-        child.wait(timeout=60)  # psutil.TimeoutExpired if it trains on
+        if to_child:
+            child.send_signal(sig)
+            child.wait(timeout=60)
+            assert launcher.wait(timeout=30) != 0  # its child's 130
+        else:
+            launcher.send_signal(sig)
+            assert launcher.wait(timeout=30) != 0
+            child.wait(timeout=60)  # psutil.TimeoutExpired if it trains on
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group outlives its leader, the launcher
             os.killpg(launcher.pid, signal.SIGKILL)
     return log.read_text(), out
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_to_the_training_process_alone_stops_it_with_a_checkpoint(image_folder, tmp_path):
+    """What the warning of a slow stop says to do (`kill -INT PID`): the launcher, not signalled,
+    waits for its training process, which stops after the step with a checkpoint."""
+    text, out = _signal_the_launcher(signal.SIGINT, image_folder, tmp_path, to_child=True)
+    assert "Interrupted at step" in text and "Traceback" not in text.split("Interrupted at step")[0]
+    assert 6 < _stopped_at(out) < 200 * 6
+
+
+def test_a_stop_that_would_outlast_the_launchers_patience_is_warned_of_once(
+        tiny_overrides, tmp_path, monkeypatch, capsys):
+    """accelerate 1.16 kills its training process 5 s after passing a Ctrl-C on: when a step and a
+    checkpoint take longer (here: patience patched down to nothing), the first checkpoint says so."""
+    import hfkit.training
+
+    monkeypatch.setattr(hfkit.training, "launcher_kill_seconds", lambda: 1e-6)
+    _run(tiny_overrides + ["train.epochs=2"], tmp_path)
+    printed = capsys.readouterr().out
+    assert printed.count("hfkit: warning: a step and a checkpoint take about") == 1
+    assert f"signal the training process itself: kill -INT {os.getpid()}" in printed
+
+
+def test_the_stop_time_warning_and_the_launchers_patience(monkeypatch):
+    import accelerate
+
+    from hfkit import devices
+    from hfkit.training import stop_time_warning
+
+    assert stop_time_warning(1.0, 2.0, 5.0) is None  # fits in the 5 s
+    assert stop_time_warning(9.0, 9.0, None) is None  # nothing kills this process
+    warning = stop_time_warning(3.0, 2.5, 5.0)
+    assert "about 5.5 s here (3.0 + 2.5)" in warning and "kills this process 5 s after" in warning
+    assert devices.launcher_kill_seconds() is None  # not started by accelerate launch
+    monkeypatch.setattr(devices, "launcher_pid", lambda: 12345)  # as if it were
+    monkeypatch.setattr(accelerate, "__version__", "1.16.0")
+    assert devices.launcher_kill_seconds() == 5.0
+    monkeypatch.setattr(accelerate, "__version__", "1.15.2")  # passes nothing on, kills nothing
+    assert devices.launcher_kill_seconds() is None
 
 
 def _stopped_at(out: Path) -> int:
