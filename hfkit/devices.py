@@ -9,6 +9,7 @@ kept wherever the hardware runs it, and replaced by fp32 on CPUs that would only
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -44,22 +45,26 @@ def _launcher() -> psutil.Process | None:
         return None
 
 
-def stderr_to_stdout() -> None:
-    """Point file descriptor 2 where stdout goes (the terminal or log the user reads), or at
-    /dev/null when that fails too. For a process whose stderr pipe to its launcher broke."""
+def stderr_to_stdout(fd: int = 2, null: bool = False) -> None:
+    """Point file descriptor ``fd`` (stderr) where stdout goes, the terminal or log the user
+    reads; at /dev/null if ``null`` or when there is no stdout file. For a process whose stderr
+    pipe to its launcher broke."""
     try:
-        os.dup2(sys.stdout.fileno(), 2)
+        if null:
+            raise OSError("to /dev/null")
+        os.dup2(sys.stdout.fileno(), fd)
     except (AttributeError, OSError, ValueError):  # no stdout file: replaced, closed
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
+        target = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(target, fd)
+        os.close(target)
 
 
 class LauncherStderr:
     """``sys.stderr`` for a process whose stderr is a pipe to ``accelerate launch`` (accelerate
     1.16 tees it). When the launcher is killed (``kill -9``, the OOM killer) that pipe breaks, and
     the next progress-bar update would end the run with a BrokenPipeError before it could save a
-    checkpoint; here the write moves to stdout instead, and so does every later one."""
+    checkpoint; here the output moves to stdout instead (to /dev/null if stdout is a broken pipe
+    too), and every later write with it."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
@@ -67,16 +72,25 @@ class LauncherStderr:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:
-            stderr_to_stdout()
-            return self.stream.write(text)
+        except BrokenPipeError:  # the text stays in the stream's buffer: the reroute's flush writes it
+            self._reroute()
+            return len(text)
 
     def flush(self) -> None:
         try:
             self.stream.flush()
         except BrokenPipeError:
-            stderr_to_stdout()
+            self._reroute()
+
+    def _reroute(self) -> None:
+        fd = self.stream.fileno()
+        stderr_to_stdout(fd)
+        try:
             self.stream.flush()
+        except OSError:  # stdout is gone as well
+            stderr_to_stdout(fd, null=True)
+            with contextlib.suppress(OSError):
+                self.stream.flush()
 
     def __getattr__(self, name: str):  # fileno, isatty, encoding, ...: the real stream's
         return getattr(self.stream, name)
@@ -89,9 +103,11 @@ def stderr_is_a_pipe() -> bool:
         return False
 
 
-# accelerate 1.16's launcher passes a Ctrl-C or SIGTERM on to its training process and kills it
-# this many seconds later (launch.py, _terminate_process_tree); older ones pass nothing on
+# accelerate 1.16's launcher passes a Ctrl-C or SIGTERM on to its one training process and kills
+# it this many seconds later (launch.py, _terminate_process_tree); older ones pass nothing on.
+# Several processes run under torchrun's elastic agent, which gives its workers 30 s.
 LAUNCHER_KILL_SECONDS = 5.0
+TORCHRUN_KILL_SECONDS = 30.0
 
 
 def launcher_kill_seconds() -> float | None:
@@ -99,6 +115,8 @@ def launcher_kill_seconds() -> float | None:
     kills it; None when no launcher started it, or one that does not kill it (before 1.16)."""
     if launcher_pid() is None:
         return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return TORCHRUN_KILL_SECONDS
     import accelerate
     from packaging.version import Version
 

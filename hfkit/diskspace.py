@@ -138,15 +138,16 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 def disk_full_error(folder: Path, what: str, need: int, error: BaseException,
                     then: str) -> DiskFullError | None:
     """The error to raise instead of ``error`` (a write of ``what`` into ``folder`` failed) if the
-    disk is full: the error says so, or it is an OSError or torch's writer error (which does not
+    disk is full: the error says so, or it is a bare OSError or torch's writer error (which do not
     say so) while fewer than ``need`` bytes are free; None otherwise.
     ``then`` says what survives and how to go on."""
     try:
         free: int | None = free_bytes(folder)
     except OSError:  # the folder's disk cannot be asked: judge by the error alone
         free = None
-    torch_or_os = isinstance(error, OSError) or (
-        isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_WRITER))
+    # an OSError without an errno, or one of a write that found no room (not a PermissionError)
+    no_room = isinstance(error, OSError) and error.errno in (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    torch_or_os = no_room or (isinstance(error, RuntimeError) and any(s in str(error) for s in _TORCH_WRITER))
     if not (says_disk_full(error) or (torch_or_os and free is not None and free < need)):
         return None
     size = f" (about {human_bytes(need)})" if need else ""

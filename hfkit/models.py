@@ -111,6 +111,10 @@ def _no_weights_message(name: str, error: Exception) -> str:
             "or train from random weights with --set model.pretrained=false")
 
 
+# the strategies of set_trainable whose trainable set grows during a run
+UNFREEZING = ("freeze-then-unfreeze", "gradual-unfreeze")
+
+
 def set_trainable(model: torch.nn.Module, strategy: str, epoch: int, unfreeze_after: int,
                   unfreeze_every: int = 1) -> None:
     """Freeze the backbone for linear probing, or for the first epochs of freeze-then-unfreeze; with

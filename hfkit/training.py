@@ -43,7 +43,7 @@ from hfkit.devices import (
 )
 from hfkit.diskspace import checkpoint_bytes, disk_full_error, folder_bytes, model_bytes, space_warning
 from hfkit.lora import is_adapter_model
-from hfkit.models import layer_map, set_trainable
+from hfkit.models import UNFREEZING, layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
 from hfkit.recipes import Recipe, flat_fields, save_recipe
 
@@ -53,8 +53,6 @@ except ImportError:  # Windows: no advisory locks; one run per folder is then up
     fcntl = None
 
 CHECKPOINTS = "checkpoints"
-# strategies that unfreeze frozen parameters during the run (their optimizer state comes later)
-UNFREEZING = ("freeze-then-unfreeze", "gradual-unfreeze")
 STATE_FILE = "trainer_state.json"
 PREDICTIONS_FILE = "eval_predictions.json"  # beside the best model: its predictions on the eval set
 LOCK_FILE = ".hfkit-run.lock"
@@ -340,14 +338,24 @@ class _Loop:
         self.objective, self.ema, self.stop = objective, ema, stop
         self.stopping = False  # the stop all processes agreed on (see should_stop)
         self.timed_checkpoint = False  # whether a checkpoint's time was looked at (stop_time_warning)
+        self.trained_until: float | None = None  # when the last epoch's training ended
         self.totals: torch.Tensor | None = None
         self.steps: torch.Tensor | None = None
-        # for the space warning and a full disk's error: a resumed run's checkpoint as it is on
-        # disk, a new one's estimated from its parameters
-        self.model_size = model_bytes(self.plain_model())
+        self.model_size, self.checkpoint_size = self._estimate_sizes()
+
+    def _estimate_sizes(self) -> tuple[int, int]:
+        """The best model's and a checkpoint's bytes, for the space warning and a full disk's
+        error: estimated from what trains (the strategy's first trainable set, which train_epoch
+        sets again), or a resumed run's last checkpoint as it is on disk; a strategy that unfreezes
+        more later can only grow its checkpoints."""
+        t, model = self.t, self.plain_model()
+        set_trainable(model, t.strategy, self.state.epoch, t.unfreeze_after_epochs, t.unfreeze_every_epochs)
+        grows = t.strategy in UNFREEZING
+        estimate = checkpoint_bytes(model, self.optimizer, self.ema is not None, grows)
         done = sorted((self.out / CHECKPOINTS).glob("step-*"))
-        self.checkpoint_size = folder_bytes(done[-1]) if done else checkpoint_bytes(
-            self.plain_model(), optimizer, ema is not None, recipe.train.strategy in UNFREEZING)
+        if done:
+            estimate = max(folder_bytes(done[-1]), estimate) if grows else folder_bytes(done[-1])
+        return model_bytes(model), estimate
 
     def plain_model(self) -> torch.nn.Module:
         """The model without DDP/compile wrappers: what is frozen, saved and averaged."""
@@ -440,6 +448,7 @@ class _Loop:
         summed = self.acc.reduce(torch.cat([totals, steps.flatten()]), reduction="sum").tolist()
         summary = self.objective.train_summary(*summed[:3])
         s.train_seconds += time.perf_counter() - started  # after reading totals: the device is done
+        self.trained_until = time.perf_counter()
         pairs = zip(summed[3::2], summed[4::2])
         return {**summary, "train_step_losses": [loss / count for loss, count in pairs if count]}
 
@@ -587,12 +596,14 @@ class _Loop:
 
     def _note_checkpoint_time(self, seconds: float) -> None:
         """After the run's first checkpoint: warn if a stop would take longer than the launcher
-        allows (a step, then a checkpoint)."""
+        allows (a step, then the evaluation, the best model and the checkpoint: a stop that
+        comes in an epoch's last step waits for them)."""
         if self.timed_checkpoint:
             return
         self.timed_checkpoint = True
         step = self.state.train_seconds / max(self.state.global_step, 1)
-        if warning := stop_time_warning(step, seconds, launcher_kill_seconds()):
+        after = time.perf_counter() - self.trained_until if self.trained_until else seconds
+        if warning := stop_time_warning(step, after, launcher_kill_seconds()):
             self.acc.print(warning)
 
     def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
@@ -632,17 +643,20 @@ def evaluate(model, loader, accelerator: Accelerator, objective) -> tuple[dict[s
                               .cpu().numpy() for k, v in gathered.items()})
 
 
-def stop_time_warning(step: float, checkpoint: float, kill_after: float | None) -> str | None:
-    """A warning when stopping (the step under way, then a checkpoint: ``step`` + ``checkpoint``
-    seconds) would outlast the ``kill_after`` seconds the launcher allows after passing a
-    Ctrl-C or SIGTERM on; None when it fits, or when nothing kills this process."""
-    if kill_after is None or step + checkpoint < 0.8 * kill_after:
+def stop_time_warning(step: float, after: float, kill_after: float | None) -> str | None:
+    """A warning when stopping (the step under way, ``step`` seconds, then at an epoch's end its
+    evaluation and the checkpoint, ``after`` seconds) would outlast the ``kill_after`` seconds the
+    launcher allows after passing a Ctrl-C or SIGTERM on; None when it fits, or when nothing
+    kills this process."""
+    if kill_after is None or step + after < 0.8 * kill_after:
         return None
-    return (f"hfkit: warning: a step and a checkpoint take about {step + checkpoint:.1f} s here "
-            f"({step:.1f} + {checkpoint:.1f}), and accelerate launch kills this process "
-            f"{kill_after:.0f} s after passing a Ctrl-C or SIGTERM on: such a stop would keep the "
-            f"last complete checkpoint, not one of the step where it stopped. To stop with a "
-            f"checkpoint there, signal the training process itself: kill -INT {os.getpid()}")
+    return (f"hfkit: warning: stopping takes up to about {step + after:.1f} s here (a step, "
+            f"{step:.1f} s, then the evaluation and the checkpoint, {after:.1f} s), and accelerate "
+            f"launch kills this process {kill_after:.0f} s after passing a Ctrl-C or SIGTERM on: "
+            f"such a stop would keep the last complete checkpoint, not one of the step where it "
+            f"stopped. To stop with a checkpoint there, signal the training process itself: "
+            f"kill -INT {os.getpid()} (the launcher then ends with an error of its own; the "
+            f"checkpoint is complete)")
 
 
 def one_class_warning(predictions: list[Any], names=None) -> str | None:

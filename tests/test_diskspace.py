@@ -28,16 +28,19 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.parametrize("strategy", ["full", "linear-probe"])
 def test_the_start_warns_when_the_checkpoints_will_not_fit_and_estimates_their_size(
-        tiny_overrides, tmp_path, monkeypatch, capsys):
+        tiny_overrides, tmp_path, monkeypatch, capsys, strategy):
+    """A linear probe's checkpoint is about half a full run's: SGD keeps momentum for the head only."""
     monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 3_000_000)
     out = tmp_path / "run"
-    finetune(load_recipe("hymenoptera", [*tiny_overrides, "train.epochs=1"], output_dir=str(out)))
+    finetune(load_recipe("hymenoptera", [*tiny_overrides, "train.epochs=1", f"train.strategy={strategy}"],
+                         output_dir=str(out)))
     printed = capsys.readouterr().out
     assert "the disk of" in printed and "has 3.0 MB free" in printed
     assert "train.keep_checkpoints=2 of them" in printed and "set train.keep_checkpoints=1" in printed
     estimate = float(re.search(r"checkpoints of about ([\d.]+) MB each", printed).group(1)) * 1e6
-    real = _folder_bytes(find_checkpoint(out, "latest"))  # ResNet-18 + SGD momentum: ~90 MB
+    real = _folder_bytes(find_checkpoint(out, "latest"))  # ResNet-18 + SGD momentum: ~90 MB; probe ~45
     assert 0.9 * real < estimate < 1.1 * real
 
 
@@ -191,6 +194,9 @@ def test_torchs_words_count_as_a_full_disk_only_when_little_is_free(tmp_path, mo
     assert str(full).startswith(f"the disk of {tmp_path} is full (1.0 KB free) while writing checkpoint "
                                 "step-1 (about 1.0 MB). Then. (The write failed with: [enforce fail")
     assert diskspace.disk_full_error(tmp_path, "x", 10**6, ValueError("bad value"), "Then.") is None
+    denied = PermissionError(errno.EACCES, "Permission denied")
+    assert diskspace.disk_full_error(tmp_path, "x", 10**6, denied, "Then.") is None
+    assert diskspace.disk_full_error(tmp_path, "x", 10**6, OSError("short write"), "Then.") is not None
     monkeypatch.setattr(diskspace, "free_bytes", lambda folder: 10**12)
     assert diskspace.disk_full_error(tmp_path, "x", 10**6, RuntimeError(TORCH_FULL_DISK), "Then.") is None
 

@@ -525,7 +525,8 @@ def test_two_processes_cannot_share_an_output_folder(tiny_overrides, tmp_path):
         pass
 
 
-def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False) -> tuple[str, Path]:
+def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False,
+                         extra: tuple[str, ...] = ()) -> tuple[str, Path]:
     """Start a long tiny run through a real `accelerate launch`, send ``sig`` to the launcher
     (or to the training process it started) after the first epoch and wait for the training
     process to end: (its log, its output dir)."""
@@ -537,7 +538,7 @@ def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False) ->
     import psutil
     from conftest import REPO, tiny_image_overrides
 
-    sets = [a for o in tiny_image_overrides(image_folder) for a in ("--set", o)]
+    sets = [a for o in [*tiny_image_overrides(image_folder), *extra] for a in ("--set", o)]
     out = tmp_path / "run"
     log = tmp_path / "log.txt"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
@@ -552,6 +553,7 @@ def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False) ->
             assert launcher.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         (child,) = psutil.Process(launcher.pid).children()
+        workers = len(child.children())
         if to_child:
             child.send_signal(sig)
             child.wait(timeout=60)
@@ -563,6 +565,8 @@ def _signal_the_launcher(sig, image_folder, tmp_path, to_child: bool = False) ->
     finally:
         with contextlib.suppress(ProcessLookupError):  # the group outlives its leader, the launcher
             os.killpg(launcher.pid, signal.SIGKILL)
+    if extra:
+        assert workers > 0, "the run was to have DataLoader workers"
     return log.read_text(), out
 
 
@@ -584,7 +588,7 @@ def test_a_stop_that_would_outlast_the_launchers_patience_is_warned_of_once(
     monkeypatch.setattr(hfkit.training, "launcher_kill_seconds", lambda: 1e-6)
     _run(tiny_overrides + ["train.epochs=2"], tmp_path)
     printed = capsys.readouterr().out
-    assert printed.count("hfkit: warning: a step and a checkpoint take about") == 1
+    assert printed.count("hfkit: warning: stopping takes up to about") == 1
     assert f"signal the training process itself: kill -INT {os.getpid()}" in printed
 
 
@@ -597,13 +601,16 @@ def test_the_stop_time_warning_and_the_launchers_patience(monkeypatch):
     assert stop_time_warning(1.0, 2.0, 5.0) is None  # fits in the 5 s
     assert stop_time_warning(9.0, 9.0, None) is None  # nothing kills this process
     warning = stop_time_warning(3.0, 2.5, 5.0)
-    assert "about 5.5 s here (3.0 + 2.5)" in warning and "kills this process 5 s after" in warning
+    assert "up to about 5.5 s here (a step, 3.0 s, then the evaluation and the checkpoint, 2.5 s)" in warning
+    assert "kills this process 5 s after" in warning
     assert devices.launcher_kill_seconds() is None  # not started by accelerate launch
     monkeypatch.setattr(devices, "launcher_pid", lambda: 12345)  # as if it were
     monkeypatch.setattr(accelerate, "__version__", "1.16.0")
     assert devices.launcher_kill_seconds() == 5.0
     monkeypatch.setattr(accelerate, "__version__", "1.15.2")  # passes nothing on, kills nothing
     assert devices.launcher_kill_seconds() is None
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes: torchrun's elastic agent
+    assert devices.launcher_kill_seconds() == 30.0
 
 
 def _stopped_at(out: Path) -> int:
@@ -615,8 +622,10 @@ def test_sigterm_to_accelerate_launch_stops_the_run_with_a_checkpoint(image_fold
     """accelerate 1.16 passes a SIGTERM on to the training process (and kills it 5 s later);
     older launchers die without passing it on, and the training process notices that its launcher
     is gone. Either way it stops after the current step, saves a checkpoint and exits, instead of
-    training on as an orphan."""
-    text, out = _signal_the_launcher(signal.SIGTERM, image_folder, tmp_path)
+    training on as an orphan. Its DataLoader workers, which 1.16 sends the SIGTERM too, keep
+    loading until it stops (they died of it, ending the run with "DataLoader worker ... killed")."""
+    text, out = _signal_the_launcher(signal.SIGTERM, image_folder, tmp_path,
+                                     extra=("data.in_memory=false", "data.num_workers=2"))
     assert "Stopping after this step and saving a checkpoint" in text
     assert "Interrupted at step" in text and "Traceback" not in text
     assert 6 <= _stopped_at(out) < 200 * 6
@@ -700,3 +709,49 @@ def test_a_sigterm_after_ctrl_c_does_not_abort_the_checkpoint_but_a_second_ctrl_
     stop._handle(signal.SIGTERM, None)  # no KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGINT, None)
+
+
+def _broken_pipe_stream():
+    """A text stream on a pipe whose reading end is closed, as stderr is once the launcher died."""
+    read, write = os.pipe()
+    os.close(read)
+    return open(write, "w", encoding="utf-8")
+
+
+def _read_until(fd: int, end: bytes) -> bytes:
+    got = b""
+    while not got.endswith(end) and (chunk := os.read(fd, 65536)):
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("first", ["line", "more than the buffer"])
+def test_stderr_moves_to_stdout_when_its_pipe_breaks(monkeypatch, first):
+    """A line fails at its flush (and is written to stdout then, once); a write larger than the
+    stream's buffer fails at once (that text is lost). Either way what follows goes to stdout."""
+    from hfkit.devices import LauncherStderr
+
+    out_read, out_write = os.pipe()
+    monkeypatch.setattr("sys.stdout", open(out_write, "w", encoding="utf-8"))
+    stream = _broken_pipe_stream()
+    err = LauncherStderr(stream)
+    text = "epoch 2/200: 1/6\n" if first == "line" else "x" * 20_000 + "\n"
+    err.write(text)
+    err.flush()
+    err.write("Stopping after this step\n")
+    err.flush()
+    got = _read_until(out_read, b"step\n")
+    expected = (text if first == "line" else "") + "Stopping after this step\n"
+    assert got == expected.encode()  # each once
+    stream.close()
+
+
+def test_stderr_goes_to_devnull_when_stdout_is_broken_too(monkeypatch):
+    from hfkit.devices import LauncherStderr
+
+    monkeypatch.setattr("sys.stdout", _broken_pipe_stream())
+    err = LauncherStderr(_broken_pipe_stream())
+    err.write("lost, but the run goes on\n")
+    err.flush()
+    err.write("and on\n")
+    err.flush()

@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import random
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -237,7 +238,17 @@ def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, num_workers: i
         num_workers=workers, pin_memory=torch.cuda.is_available(),
         # workers stay alive across epochs (a fork per epoch costs seconds on small sets);
         # safe because the epoch reaches them inside each index, not as dataset state
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=leave_stop_signals_to_the_trainer)
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C and SIGTERM: the terminal's Ctrl-C reaches every process of
+    the run, and accelerate 1.16 passes a SIGTERM on to all of them; a worker that died of it
+    would end the training process with "DataLoader worker ... killed by signal" instead of the
+    stop after the step with a checkpoint. torch still ends its workers when the trainer goes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def default_workers(cached: bool) -> int:
