@@ -94,19 +94,25 @@ def _run(overrides, out: Path, **kwargs):
 def test_gradual_unfreeze_follows_its_schedule_and_resumes_exactly(image_folder, tmp_path, monkeypatch):
     """6 steps per epoch, 3 epochs: stopped in epoch 2 and resumed, the weights equal an
     uninterrupted run's bit for bit, and each epoch trained one more group."""
-    counts: list[int] = []
+    counts: list[int] = []  # trainable parameters, per epoch trained
+    epochs: list[int] = []
 
-    def recording(model, *args):
-        set_trainable(model, *args)
+    def recording(model, strategy, epoch, *args):
+        set_trainable(model, strategy, epoch, *args)
+        if epochs and epochs[-1] == epoch:  # the loop set the first epoch's early, for its estimates
+            return
+        epochs.append(epoch)
         counts.append(sum(p.numel() for p in model.parameters() if p.requires_grad))
     monkeypatch.setattr(hfkit.training, "set_trainable", recording)
     overrides = tiny_image_overrides(image_folder) + [
         "train.strategy=gradual-unfreeze", "train.epochs=3", "train.layer_lr_decay=0.7",
         "train.optimizer=adamw", "train.keep_checkpoints=5"]
     full = _run(overrides, tmp_path / "full")
+    assert epochs == [0, 1, 2]
     assert counts[0] == 512 * 2 + 2 and counts[0] < counts[1] < counts[2]
-    full_counts, counts[:] = list(counts), []
+    full_counts, counts[:], epochs[:] = list(counts), [], []
     assert _run(overrides, tmp_path / "split", max_steps=8)["global_step"] == 8
+    epochs[:] = []  # a new process: its estimate sets epoch 2's trainable set, then epoch 2 does
     resumed = _run(overrides, tmp_path / "split", resume="latest")
     assert counts == full_counts[:2] + full_counts[1:]  # epoch 2 again on resume, then epoch 3
     assert resumed["global_step"] == full["global_step"] == 18
