@@ -44,6 +44,10 @@ def model_bytes(model: torch.nn.Module) -> int:
     PEFT model, what its adapter save writes: the trainable weights (adapter, new head)."""
     if hasattr(model, "peft_config"):
         return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return _state_dict_bytes(model)
+
+
+def _state_dict_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
@@ -77,8 +81,7 @@ def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer, e
     Estimated from the parameters, not from the optimizer's state (empty before the first step)."""
     params = sum(p.numel() * p.element_size() for g in optimizer.param_groups for p in g["params"]
                  if unfreezes or p.requires_grad)
-    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    return weights * (2 if ema else 1) + _state_slots(optimizer) * params
+    return _state_dict_bytes(model) * (2 if ema else 1) + _state_slots(optimizer) * params
 
 
 def space_warning(out: Path, checkpoint: int, keep: int, existing: int, best_model: int,
