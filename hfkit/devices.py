@@ -72,7 +72,8 @@ class LauncherStderr:
     def write(self, text: str) -> int:
         try:
             return self.stream.write(text)
-        except BrokenPipeError:  # the text stays in the stream's buffer: the reroute's flush writes it
+        except BrokenPipeError:  # a line still buffered is written by the reroute's flush; a
+            # write larger than the buffer failed at once and is lost (one progress line)
             self._reroute()
             return len(text)
 
