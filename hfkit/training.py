@@ -41,7 +41,14 @@ from hfkit.devices import (
     training_precision,
     write_launcher_defaults,
 )
-from hfkit.diskspace import checkpoint_bytes, disk_full_error, folder_bytes, model_bytes, space_warning
+from hfkit.diskspace import (
+    DiskFullError,
+    checkpoint_bytes,
+    disk_full_error,
+    folder_bytes,
+    model_bytes,
+    space_warning,
+)
 from hfkit.lora import is_adapter_model
 from hfkit.models import UNFREEZING, layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
@@ -578,21 +585,45 @@ class _Loop:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         started = time.perf_counter()
+        error: Exception | None = None
         try:
             acc.save_state(str(tmp))
             if acc.is_main_process:
                 save_recipe(self.recipe, tmp / "recipe.yaml")
                 s.save(tmp)  # last: a folder with its trainer state is complete
-        except Exception as e:  # e.g. the disk is full: give back the space of the partial copy
-            shutil.rmtree(tmp, ignore_errors=True)
-            self._raise_if_disk_full(e, root, f"checkpoint {final.name}", self.checkpoint_size)
-            raise
+        except Exception as e:  # e.g. the disk is full
+            error = e
+        self._agree_on_checkpoint(error, tmp, root, final.name)
         if acc.is_main_process:
             os.replace(tmp, final)
             for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             self._note_checkpoint_time(time.perf_counter() - started)
         acc.wait_for_everyone()
+
+    def _agree_on_checkpoint(self, error: Exception | None, tmp: Path, root: Path, name: str) -> None:
+        """Raise unless every process wrote its part of checkpoint ``name`` into ``tmp`` (each
+        writes its own RNG state): one missing part would make the renamed folder resume
+        inexactly, and a process left alone at the next barrier would wait there for ever.
+        The partial copy's space is given back once every process has stopped writing into it."""
+        acc, what = self.acc, f"checkpoint {name}"
+        full = error is not None and self._disk_full(error, root, what) is not None
+        codes = acc.gather(torch.tensor([0 if error is None else 2 if full else 1],
+                                        device=acc.device)).tolist()
+        if not any(codes):
+            return
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            if full:
+                raise self._disk_full(error, root, what) from error
+            raise error
+        failed = ", ".join(str(i) for i, code in enumerate(codes) if code)
+        if 2 in codes:
+            raise DiskFullError(f"the disk of {root} is full: process {failed} could not write its part "
+                                f"of {what}. {self._then(disk=True)}")
+        raise RuntimeError(f"process {failed} could not write its part of {what} (its error is "
+                           f"above). {self._then(disk=False)}")
 
     def _note_checkpoint_time(self, seconds: float) -> None:
         """After the run's first checkpoint: warn if a stop would take longer than the launcher
@@ -609,16 +640,26 @@ class _Loop:
     def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
         """Raise a DiskFullError in place of ``error`` if the disk is full: it names the last
         complete checkpoint (the run goes on from there) and what to do."""
+        if (full := self._disk_full(error, folder, what, need)) is not None:
+            raise full from error
+
+    def _disk_full(self, error: Exception, folder: Path, what: str, need: int | None = None):
+        return disk_full_error(folder, what, self.checkpoint_size if need is None else need, error,
+                               self._then(disk=True))
+
+    def _then(self, disk: bool) -> str:
+        """What survives a failed write and how to go on."""
         try:
             done = sorted((self.out / CHECKPOINTS).glob("step-*"))
         except OSError:
             done = []
-        then = (f"The run stopped; {done[-1].name} is its last complete checkpoint: free some space"
-                f"{' (or set train.keep_checkpoints=1)' if self.t.keep_checkpoints > 1 else ''}, "
-                "then go on with --resume latest." if done else
-                "The run stopped before its first checkpoint: free some space and start it again.")
-        if (full := disk_full_error(folder, what, need, error, then)) is not None:
-            raise full from error
+        if not done:
+            return ("The run stopped before its first checkpoint: "
+                    f"{'free some space and ' if disk else ''}start it again.")
+        fewer = " (or set train.keep_checkpoints=1)" if self.t.keep_checkpoints > 1 else ""
+        room = f"free some space{fewer}, then " if disk else ""
+        return (f"The run stopped; {done[-1].name} is its last complete checkpoint: "
+                f"{room}go on with --resume latest.")
 
 
 def _batch_size(batch) -> int:

@@ -24,10 +24,11 @@ RESULT_FILES = ["model.safetensors", "config.json", "recipe.yaml", "all_results.
                 "training_curves.png", "confusion_matrix.png", "predictions.png"]
 
 
-def _launch(args: list[str], processes: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
+def _launch(args: list[str], processes: int = 1, timeout: int = 600,
+            script: str = "scripts/finetune.py") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           *(["--multi_gpu"] if processes > 1 else []), "scripts/finetune.py", *args]
+           *(["--multi_gpu"] if processes > 1 else []), script, *args]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if processes > 1:  # torchrun-launched processes on CPU: gloo (accelerate's MULTI_CPU)
         env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
@@ -116,6 +117,49 @@ def test_two_processes_on_cpu(tiny_overrides, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
     assert results["eval_samples"] == 12 and results["global_step"] == 3  # 24 images / (2 x 4)
+
+
+# scripts/finetune.py, with the disk "full" for process 1 alone when it writes its random state
+# into the second checkpoint (step 6: 3 steps an epoch): the other process's writes all succeed
+FULL_FOR_PROCESS_1 = """
+import errno, sys
+import torch
+from accelerate import PartialState
+from hfkit.cli import run
+
+real_save = torch.save
+def save(obj, f, *args, **kwargs):
+    if PartialState().process_index == 1 and str(f).endswith("step-00000006/random_states_1.pkl"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+run(["finetune", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs two cores for two processes")
+def test_a_checkpoint_one_process_could_not_write_is_not_kept(tiny_overrides, tmp_path):
+    """Every process writes its part of a checkpoint (its random state): when one cannot, all stop
+    (none waits for ever at the next barrier), the incomplete folder is not renamed into place
+    (it would resume inexactly) and the main process says which process failed and what is left."""
+    script = tmp_path / "full_for_process_1.py"
+    script.write_text(FULL_FOR_PROCESS_1)
+    out = tmp_path / "run"
+    proc = _launch(["--recipe", "hymenoptera", "--output-dir", str(out),
+                    *_sets(tiny_overrides + ["train.epochs=3"])], processes=2, timeout=300,
+                   script=str(script))
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-4000:]
+    checkpoints = out / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000003"], text[-4000:]
+    kept = {p.name for p in (checkpoints / "step-00000003").iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= kept
+    assert "process 1 could not write its part of checkpoint step-00000006" in text, text[-4000:]
+    assert "step-00000003 is its last complete checkpoint" in text
+    resumed = _launch(["--recipe", "hymenoptera", "--output-dir", str(out), "--resume", "latest",
+                       *_sets(tiny_overrides + ["train.epochs=3"])], processes=2)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert json.loads((out / "all_results.json").read_text())["global_step"] == 9
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_overrides, tmp_path):
