@@ -607,16 +607,16 @@ class _Loop:
         inexactly, and a process left alone at the next barrier would wait there for ever.
         The partial copy's space is given back once every process has stopped writing into it."""
         acc, what = self.acc, f"checkpoint {name}"
-        full = error is not None and self._disk_full(error, root, what) is not None
-        codes = acc.gather(torch.tensor([0 if error is None else 2 if full else 1],
+        full = self._disk_full(error, root, what) if error is not None else None
+        codes = acc.gather(torch.tensor([0 if error is None else 1 if full is None else 2],
                                         device=acc.device)).tolist()
         if not any(codes):
             return
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from error
         if error is not None:
-            if full:
-                raise self._disk_full(error, root, what) from error
             raise error
         failed = ", ".join(str(i) for i, code in enumerate(codes) if code)
         if 2 in codes:
