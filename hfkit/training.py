@@ -643,7 +643,8 @@ class _Loop:
         if (full := self._disk_full(error, folder, what, need)) is not None:
             raise full from error
 
-    def _disk_full(self, error: Exception, folder: Path, what: str, need: int | None = None):
+    def _disk_full(self, error: Exception, folder: Path, what: str,
+                   need: int | None = None) -> DiskFullError | None:
         return disk_full_error(folder, what, self.checkpoint_size if need is None else need, error,
                                self._then(disk=True))
 
