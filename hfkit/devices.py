@@ -49,14 +49,15 @@ def stderr_to_stdout(fd: int = 2, null: bool = False) -> None:
     """Point file descriptor ``fd`` (stderr) where stdout goes, the terminal or log the user
     reads; at /dev/null if ``null`` or when there is no stdout file. For a process whose stderr
     pipe to its launcher broke."""
-    try:
-        if null:
-            raise OSError("to /dev/null")
-        os.dup2(sys.stdout.fileno(), fd)
-    except (AttributeError, OSError, ValueError):  # no stdout file: replaced, closed
-        target = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(target, fd)
-        os.close(target)
+    if not null:
+        try:
+            os.dup2(sys.stdout.fileno(), fd)
+            return
+        except (AttributeError, OSError, ValueError):  # no stdout file: replaced, closed
+            pass
+    target = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(target, fd)
+    os.close(target)
 
 
 class LauncherStderr:

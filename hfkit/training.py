@@ -556,7 +556,8 @@ class _Loop:
             try:
                 write_atomically(self.out, write)
             except Exception as e:
-                self._raise_if_disk_full(e, self.out, "the best model", self.model_size)
+                if (full := self._disk_full(e, self.out, "the best model", self.model_size)) is not None:
+                    raise full from e
                 raise
         return True
 
@@ -637,14 +638,11 @@ class _Loop:
         if warning := stop_time_warning(step, after, launcher_kill_seconds()):
             self.acc.print(warning)
 
-    def _raise_if_disk_full(self, error: Exception, folder: Path, what: str, need: int) -> None:
-        """Raise a DiskFullError in place of ``error`` if the disk is full: it names the last
-        complete checkpoint (the run goes on from there) and what to do."""
-        if (full := self._disk_full(error, folder, what, need)) is not None:
-            raise full from error
-
     def _disk_full(self, error: Exception, folder: Path, what: str,
                    need: int | None = None) -> DiskFullError | None:
+        """The DiskFullError to raise in place of ``error`` if the disk is full (it names the last
+        complete checkpoint, from which the run goes on, and what to do); None otherwise.
+        ``need``: the bytes the write needed, a checkpoint's by default."""
         return disk_full_error(folder, what, self.checkpoint_size if need is None else need, error,
                                self._then(disk=True))
 
