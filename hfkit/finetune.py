@@ -23,7 +23,7 @@ from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
-from hfkit.training import CHECKPOINTS, TrainerState, check_output_dir, fit, output_lock
+from hfkit.training import TrainerState, check_output_dir, fit, output_lock, saved_checkpoints
 
 
 def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         except DiskFullError:  # the loop's own, naming its last checkpoint
             raise
         except Exception as e:  # any other write: data cache, plots, results
-            saved = any((out / CHECKPOINTS).glob("step-*"))
+            saved = bool(saved_checkpoints(out))
             then = ("The checkpoints saved so far are complete: free some space, then go on with "
                     "--resume latest." if saved else
                     "No checkpoint was saved yet: free some space and start the run again.")

@@ -359,7 +359,7 @@ class _Loop:
         set_trainable(model, t.strategy, self.state.epoch, t.unfreeze_after_epochs, t.unfreeze_every_epochs)
         grows = t.strategy in UNFREEZING
         estimate = checkpoint_bytes(model, self.optimizer, self.ema is not None, grows)
-        done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+        done = saved_checkpoints(self.out)
         if done:
             estimate = max(folder_bytes(done[-1]), estimate) if grows else folder_bytes(done[-1])
         return model_bytes(model), estimate
@@ -376,7 +376,7 @@ class _Loop:
     def run(self) -> TrainerState:
         if self.acc.is_main_process and (warning := space_warning(
                 self.out, self.checkpoint_size, self.t.keep_checkpoints,
-                len(list((self.out / CHECKPOINTS).glob("step-*"))), self.model_size,
+                len(saved_checkpoints(self.out)), self.model_size,
                 has_best=self.state.best_metric is not None)):
             self.acc.print(warning)
         while self.state.epoch < self.t.epochs:
@@ -597,7 +597,7 @@ class _Loop:
         self._agree_on_checkpoint(error, tmp, root, final.name)
         if acc.is_main_process:
             os.replace(tmp, final)
-            for old in sorted(root.glob("step-*"))[:-self.t.keep_checkpoints]:
+            for old in saved_checkpoints(self.out)[:-self.t.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             self._note_checkpoint_time(time.perf_counter() - started)
         acc.wait_for_everyone()
@@ -649,7 +649,7 @@ class _Loop:
     def _then(self, disk: bool) -> str:
         """What survives a failed write and how to go on."""
         try:
-            done = sorted((self.out / CHECKPOINTS).glob("step-*"))
+            done = saved_checkpoints(self.out)
         except OSError:
             done = []
         if not done:
@@ -789,7 +789,13 @@ def checkpoints(out: Path) -> list[Path]:
             if not final.exists() and (folder / STATE_FILE).is_file():
                 os.replace(folder, final)
     process_state().wait_for_everyone()
-    return sorted(root.glob("step-*"))
+    return saved_checkpoints(out)
+
+
+def saved_checkpoints(out: Path) -> list[Path]:
+    """The checkpoints renamed into place in ``out``, oldest first (their names hold the step
+    zero-padded, so they sort by name); nothing is tidied, unlike :func:`checkpoints`."""
+    return sorted((out / CHECKPOINTS).glob("step-*"))
 
 
 def _check_world(accelerator: Accelerator) -> None:
