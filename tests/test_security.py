@@ -7,13 +7,17 @@ absent.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
 import re
 import shutil
+import tarfile
 from pathlib import Path
 
+import datasets
+import PIL.Image
 import pytest
 import torch
 from conftest import write_chinese_qa_model, write_toy_cmrc
@@ -166,3 +170,40 @@ def test_the_demo_serves_no_file_outside_its_uploads(tiny_bert_dir, tmp_path):
                 assert "root:" not in body and "do not serve" not in body and "vocab_size" not in body
     finally:
         blocks.close()
+
+
+def _archive_overwriting(victim: Path, archive: Path, extract_root_depth: int) -> None:
+    """A tar whose hard link passes datasets' check (judged from the link's folder) and, made
+    from the extraction root as tarfile makes it, is the victim; its next member writes through it."""
+    parts = victim.parent.resolve().relative_to("/").as_posix()
+    assert len(parts.split("/")) >= extract_root_depth, "the victim must lie deeper than the cache"
+    up = "../" * len(parts.split("/"))
+    with tarfile.open(archive, "w") as tar:
+        image = io.BytesIO()
+        PIL.Image.new("RGB", (8, 8)).save(image, "PNG")
+        for name in ("train/ants/a.png", "train/bees/b.png"):
+            info = tarfile.TarInfo(name)
+            info.size = image.getbuffer().nbytes
+            tar.addfile(info, io.BytesIO(image.getvalue()))
+        link = tarfile.TarInfo(f"{parts}/x")
+        link.type, link.linkname = tarfile.LNKTYPE, f"{up}{parts}/{victim.name}"
+        tar.addfile(link)
+        payload = b"overwritten by the archive\n"
+        info = tarfile.TarInfo(f"{parts}/x")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+
+
+def test_an_archive_that_writes_outside_its_folder_is_refused(tmp_path, capsys):
+    cache = Path(datasets.config.HF_DATASETS_CACHE).resolve() / "downloads" / "extracted" / ("0" * 64)
+    depth = len(cache.relative_to("/").parts)
+    victim = tmp_path.joinpath(*["deep"] * depth) / "victim.txt"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("original\n")
+    archive = tmp_path / "data.tar"
+    _archive_overwriting(victim, archive, depth)
+    assert main(["finetune", "--recipe", "hymenoptera", "--set", f"data.path={archive}",
+                 "--output-dir", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err
+    assert f"{archive}: refused to unpack it: its member" in err and "outside" in err, err
+    assert victim.read_text() == "original\n"
