@@ -7,6 +7,7 @@ fields and types, and every error names the key, so a typo never silently does n
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import math
 import os
@@ -408,7 +409,7 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--set expects KEY=VALUE, got '{item}'")
-        _set_dotted(tree, key.strip(), _parse_scalar(raw))
+        _set_dotted(tree, key.strip(), _override_value(key.strip(), raw))
     for key, value in extra.items():
         if value is not None:
             _set_dotted(tree, key, value)
@@ -492,6 +493,29 @@ def _parse_scalar(raw: str) -> Any:
         return yaml.safe_load(raw) if raw.strip() else raw
     except yaml.YAMLError:
         return raw
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """``--set key=raw``'s value: YAML's reading, but a text field keeps the text as typed where
+    YAML reads a number, a boolean or a date, which it spells back differently
+    (``data.path=0755`` would be '493', ``hub.revision=1:30`` '90', ``on`` True)."""
+    value = _parse_scalar(raw)
+    if isinstance(value, (int, float, datetime.date)) and _is_text_field(key):
+        return raw.strip()
+    return value
+
+
+def _is_text_field(key: str) -> bool:
+    """Whether the dotted ``key`` names a ``str`` (or ``str | None``) field of a Recipe."""
+    typ: Any = Recipe
+    for part in key.split("."):
+        hints = typing.get_type_hints(typ) if dataclasses.is_dataclass(typ) else {}
+        if part not in hints:
+            return False  # an unknown key: refused by name when the recipe is built
+        typ = hints[part]
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return set(typing.get_args(typ)) <= {str, type(None)}
+    return typ is str
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -92,6 +92,17 @@ def test_set_overrides_are_typed():
     assert recipe.train.max_grad_norm is None
 
 
+def test_set_text_fields_keep_what_was_typed():
+    # YAML 1.1 reads these as 493, 5400 (sexagesimal), 31, True and a date
+    recipe = load_recipe("hymenoptera", [
+        "data.path=0755", "output_dir=runs/0755", "hub.revision=1:30", "hub.repo_id=0x1F",
+        "model.name=on", "hub.commit_message=2024-01-01", "train.epochs=0x10"])
+    assert (recipe.data.path, recipe.output_dir, recipe.hub.revision) == ("0755", "runs/0755", "1:30")
+    assert (recipe.hub.repo_id, recipe.model.name, recipe.hub.commit_message) == ("0x1F", "on", "2024-01-01")
+    assert recipe.train.epochs == 16  # a number field still reads YAML's numbers
+    assert load_recipe("hymenoptera", ["hub.revision=null"]).hub.revision is None
+
+
 def test_yaml_exponent_string_becomes_float(tmp_path):
     path = _write(tmp_path / "exp.yaml", "train:\n  lr: 1e-3\n  weight_decay: 5e-5\n")
     recipe = load_recipe(str(path))
