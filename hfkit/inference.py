@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -161,6 +162,9 @@ def generate_stream(name_or_path: str, prompt: str, max_new_tokens: int = 50, te
         raise failed[0]
 
 
+GREEDY_BELOW = 1e-3  # a sampling temperature below this generates greedily
+
+
 def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, temperature: float,
                       top_k: int | None, top_p: float | None, repetition_penalty: float, seed: int | None,
                       device: str | None):
@@ -181,9 +185,13 @@ def _generation_setup(name_or_path: str, prompt: str, max_new_tokens: int, tempe
             raise ValueError(f"the prompt is too long: it is {n} tokens and this model reads at most {limit} "
                              f"(prompt and new tokens together), which leaves room for {room}. "
                              "Shorten the prompt or ask for fewer new tokens.")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be 0 (greedy) or a positive number, got {temperature}")
     if seed is not None:
         set_seed(seed)
-    sampling = temperature > 0
+    # logits divided by a tiny temperature overflow to inf, and sampling them fails; the limit
+    # of ever colder sampling is the greedy choice, which it is then
+    sampling = temperature >= GREEDY_BELOW
     options = dict(temperature=temperature, top_k=top_k, top_p=top_p) if sampling else {}
     options.update(enc, max_new_tokens=max_new_tokens, do_sample=sampling,
                    repetition_penalty=repetition_penalty,

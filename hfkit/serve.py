@@ -59,12 +59,19 @@ class Batcher:
                 batch.append(self._queue.get_nowait())
             try:
                 results = await asyncio.to_thread(self.run, [item for item, _ in batch])
-            except Exception as e:
-                results = [e] * len(batch)
+            except Exception as e:  # one bad input fails its batch: run each alone, so it fails alone
+                results = [e] if len(batch) == 1 else [await self._alone(item) for item, _ in batch]
             self.batches, self.items = self.batches + 1, self.items + len(batch)
             for (_, future), result in zip(batch, results):
                 if not future.done():  # the client may have gone
                     (future.set_exception if isinstance(result, Exception) else future.set_result)(result)
+
+
+    async def _alone(self, item: Any) -> Any:
+        try:
+            return (await asyncio.to_thread(self.run, [item]))[0]
+        except Exception as e:
+            return e
 
 
 class InputError(ValueError):
@@ -193,7 +200,10 @@ def _answer_questions(folder: ResultFolder, model: str, max_batch: int):
         are spans of the context with their character offsets and scores."""
         if not question.strip() or not context.strip():
             raise InputError("send both a question and a context (neither may be empty)")
-        return {"answers": await batcher((question, context, top_k))}
+        try:
+            return {"answers": await batcher((question, context, top_k))}
+        except ValueError as e:  # a question too long for the window, text in an unknown script
+            raise InputError(str(e)) from None
     return qa, batcher
 
 
@@ -256,8 +266,8 @@ class _BodyLimit:
             headers = dict(scope["headers"])
             length = headers.get(b"content-length")
             refusal = None
-            if length is None:
-                refusal = 411, "the request must state its size (Content-Length)"
+            if length is None or b"transfer-encoding" in headers:  # h11 lets chunking override the length
+                refusal = 411, "the request must state its size (Content-Length), not be sent in chunks"
             elif not length.isdigit() or int(length) > self.limit:
                 refusal = 413, (f"the request is larger than this server takes ({self.limit / 2**20:g} MiB): "
                                 "send fewer or smaller files per request")

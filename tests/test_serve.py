@@ -98,6 +98,14 @@ def test_an_oversize_upload_is_refused_before_it_is_read(image_server, tmp_path)
     chunked = httpx.post(f"{image_server.url}/predict", content=iter([b"x" * 10]),
                          headers={"content-type": "application/octet-stream"})
     assert chunked.status_code == 411
+    # a small stated length with a chunked body: h11 would read the chunks, of any size
+    body = b"x" * 300_000
+    with socket.create_connection(("127.0.0.1", image_server.port)) as conn:
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: 10\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+        status = conn.makefile("rb").readline()
+    assert status.split()[1] == b"411", status
 
 
 def test_requests_arriving_together_share_a_batch(image_server, pictures):
@@ -159,6 +167,14 @@ def test_question_answering(chinese_qa_bin):
         assert got["answer"] == answer(question, context, model=str(chinese_qa_bin))["answer"]
         assert got["answer"] and got["answer"] == context[got["start"]:got["end"]]
         assert httpx.post(f"{server.url}/qa", json={"question": "", "context": context}).status_code == 400
+        # a question longer than the model's window, among good requests batched with it
+        good, bad = {"question": question, "context": context}, {"question": "谁" * 2000, "context": context}
+        bodies = [good] * 7 + [bad]
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda b: httpx.post(f"{server.url}/qa", json=b, timeout=60), bodies))
+        assert [r.status_code for r in replies] == [200] * 7 + [400], [r.text for r in replies]
+        assert all(r.json()["answers"][0]["answer"] == got["answer"] for r in replies[:7])
+        assert "question" in replies[7].json()["error"]
     finally:
         server.stop()
 
@@ -181,6 +197,12 @@ def test_generation_is_streamed_and_equals_generate(tiny_gpt2_dir, tmp_path, sou
             pieces = [p for p in reply.iter_text() if p]
         assert "".join(pieces) == generate(str(tiny_gpt2_dir), "the quick brown", max_new_tokens=8,
                                            temperature=0)
+        # colder than floats can divide by: the greedy text it tends to, not a dropped connection
+        cold = httpx.post(f"{server.url}/generate", json={**body, "temperature": 1e-300})
+        assert cold.status_code == 200 and cold.text == "".join(pieces)
+        hot = httpx.post(f"{server.url}/generate", content=b'{"prompt": "the", "temperature": Infinity}',
+                         headers={"content-type": "application/json"})
+        assert hot.status_code in (400, 422) and "temperature" in hot.json()["error"], hot.text
         too_long = httpx.post(f"{server.url}/generate", json={"prompt": "fox " * 500, "max_new_tokens": 8})
         assert too_long.status_code == 400 and "too long" in too_long.json()["error"]
     finally:
