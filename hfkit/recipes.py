@@ -268,7 +268,8 @@ class TrainArgs:
 @dataclass
 class EvalArgs:
     metric: str = "accuracy"
-    """Metric that picks the best checkpoint and drives early stopping."""
+    """Metric that picks the best checkpoint and drives early stopping: one its task computes
+    (classification: loss, accuracy, f1; causal-lm: loss, perplexity; QA: exact_match, f1)."""
     greater_is_better: bool | None = None
     """Direction of ``metric`` (default: false for loss and perplexity, else true)."""
     num_preview_images: int = 16
@@ -415,6 +416,7 @@ def load_recipe(name_or_path: str | None = None, overrides: list[str] | None = N
             _set_dotted(tree, key, value)
     recipe = _build(Recipe, tree, prefix="")
     check_task_fields(recipe)
+    _check_eval_metric(recipe)
     return recipe
 
 
@@ -430,6 +432,17 @@ def check_task_fields(recipe: Recipe) -> None:
                           f"{'it' if len(unread) == 1 else 'them'} would change nothing; remove "
                           f"{'it' if len(unread) == 1 else 'them'} (`hfkit recipes --show NAME` lists the "
                           "fields a recipe reads)")
+
+
+def _check_eval_metric(recipe: Recipe) -> None:
+    """Before minutes of training, not at the first evaluation: ``eval.metric`` must be one the
+    task computes as one number (its per-class accuracy is a table, so it cannot rank models)."""
+    choices = TASKS[recipe.task].metrics
+    if recipe.eval.metric not in choices:
+        hint = difflib.get_close_matches(recipe.eval.metric, choices, n=1, cutoff=0.5)
+        raise RecipeError(f"eval.metric: {recipe.task} recipes compute no '{recipe.eval.metric}'"
+                          f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; choose one of "
+                          f"{', '.join(choices)}")
 
 
 def describe(recipe: Recipe) -> str:

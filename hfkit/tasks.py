@@ -46,6 +46,7 @@ class Task:
     command: str  # the hfkit command for its models, with {} for the model
     demo: str  # the name of its demo in hfkit.demo
     curve_metric: str  # the eval metric its training curves plot beside the loss
+    metrics: tuple[str, ...]  # the eval metrics it computes as one number each: eval.metric's choices
     fields: frozenset[str]  # recipe fields it reads besides COMMON_FIELDS
     auto_class: str | None = None  # transformers Auto class of its models
     architectures: tuple[str, ...] = ()  # suffixes of config.json "architectures" of its models
@@ -99,6 +100,7 @@ register(Task(
     title="Image Classification", summary="An image classifier",
     builder="hfkit.finetune:build_image_classification", predictor="hfkit.inference:ImageClassifier",
     command="predict --model {} image.jpg", demo="image", curve_metric="accuracy",
+    metrics=("loss", "accuracy", "f1"),
     architectures=("ForImageClassification",),
     exporter="hfkit.export:ImageExport", onnx_predictor="hfkit.export:OnnxImageClassifier",
     fields=frozenset({"model.channels_last", "data.image_column", "data.label_column", "data.image_size",
@@ -114,6 +116,7 @@ register(Task(
     title="Text Classification", summary="A text classifier",
     builder="hfkit.finetune:build_text_classification", predictor="hfkit.inference:TextClassifier",
     command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
+    metrics=("loss", "accuracy", "f1"),
     auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
     exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.label_column",
@@ -125,6 +128,7 @@ register(Task(
     title="Text Generation", summary="A causal language model", does=" that continues a text",
     builder="hfkit.finetune:build_causal_lm", predictor="hfkit.inference:generate",
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
+    metrics=("loss", "perplexity"),
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
     exporter="hfkit.export:CausalLMExport", onnx_predictor="hfkit.export:load_onnx_causal_lm",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.block_size"},
@@ -135,6 +139,7 @@ register(Task(
     does=" that points at the answer to a question in a given text",
     builder="hfkit.finetune:build_question_answering", predictor="hfkit.inference:QuestionAnswerer",
     command='qa --model {} --question "..." --context "..."', demo="qa", curve_metric="f1",
+    metrics=("exact_match", "f1"),
     auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
     exporter="hfkit.export:QAExport", onnx_predictor="hfkit.export:OnnxQuestionAnswerer",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",

@@ -536,8 +536,8 @@ class _Loop:
         s, ev = self.state, self.recipe.eval
         value = record.get(f"eval_{ev.metric}")
         if value is None:
-            raise ValueError(f"eval.metric '{ev.metric}' is not computed; "
-                             f"choose one of {[k[5:] for k in record if k.startswith('eval_')]}")
+            computed = [k[5:] for k, v in record.items() if k.startswith("eval_") and _is_number(v)]
+            raise ValueError(f"eval.metric '{ev.metric}' is not computed; choose one of {computed}")
         better = s.best_metric is None or (value > s.best_metric if ev.greater_is_better
                                            else value < s.best_metric)
         if not better:
@@ -659,6 +659,10 @@ class _Loop:
         room = f"free some space{fewer}, then " if disk else ""
         return (f"The run stopped; {done[-1].name} is its last complete checkpoint: "
                 f"{room}go on with --resume latest.")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _batch_size(batch) -> int:

@@ -103,6 +103,16 @@ def test_set_text_fields_keep_what_was_typed():
     assert load_recipe("hymenoptera", ["hub.revision=null"]).hub.revision is None
 
 
+@pytest.mark.parametrize("metric, hint", [("acc", "did you mean 'accuracy'?"),
+                                          ("per_class_accuracy", "accuracy"), ("perplexity", "")])
+def test_an_eval_metric_the_task_does_not_compute_is_refused_at_load(metric, hint):
+    # before training, not after it: the run's folder would then hold checkpoints of the typo
+    with pytest.raises(RecipeError, match="eval.metric: image-classification recipes compute no") as e:
+        load_recipe("hymenoptera", [f"eval.metric={metric}"])
+    assert hint in str(e.value) and "choose one of loss, accuracy, f1" in str(e.value)
+    assert load_recipe("gpt2", ["eval.metric=loss"]).eval.metric == "loss"
+
+
 def test_yaml_exponent_string_becomes_float(tmp_path):
     path = _write(tmp_path / "exp.yaml", "train:\n  lr: 1e-3\n  weight_decay: 5e-5\n")
     recipe = load_recipe(str(path))

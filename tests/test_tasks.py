@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hfkit import tasks
@@ -97,6 +99,11 @@ def test_each_task_trains_and_is_served_by_what_the_registry_names(name, tmp_pat
 
     out = _train(name, tmp_path, tiny_bert_dir, tiny_gpt2_dir)
     found = read_result(str(out))
+    (state,) = (out / "checkpoints").glob("step-*/trainer_state.json")
+    evaluated = json.loads(state.read_text())["history"][-1]  # what the last evaluation computed
+    numbers = {k.removeprefix("eval_") for k, v in evaluated.items() if k.startswith("eval_")
+               and isinstance(v, (int, float))}  # not the per-class table
+    assert numbers == set(tasks.TASKS[name].metrics)  # eval.metric's choices are what is computed
     assert found.task is tasks.TASKS[name] and found.family == tasks.TASKS[name].family
     make_image((230, 200, 40)).save(tmp_path / "image.jpg")
     argv = [str(tmp_path / "image.jpg") if a == "image.jpg" else COMMAND_INPUTS.get(a, a)
