@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 
 from hfkit import plots, tasks
 from hfkit.data.images import image_datasets, load_image_splits, make_loader
+from hfkit.data.transforms import check_auto_augment
 from hfkit.devices import note_launcher, process_state
 from hfkit.diskspace import DiskFullError, disk_full_error, failed_folder
 from hfkit.hub import AGAIN, push
@@ -23,7 +24,14 @@ from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
-from hfkit.training import TrainerState, check_output_dir, fit, output_lock, saved_checkpoints
+from hfkit.training import (
+    TrainerState,
+    check_optimizer,
+    check_output_dir,
+    fit,
+    output_lock,
+    saved_checkpoints,
+)
 
 
 def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
@@ -34,6 +42,8 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
     out = Path(recipe.output_dir)
     with output_lock(out):  # held until the results are written: one run per folder
         check_output_dir(out, resume, recipe)  # before minutes of data loading
+        check_optimizer(recipe.train.optimizer)  # and names the libraries would judge only later
+        check_auto_augment(recipe.data.auto_augment)
         set_seed(recipe.train.seed)
         try:
             return train(recipe, tasks.get(recipe.task).load("builder"), resume, max_steps)

@@ -8,6 +8,7 @@ best-model saving, early stopping, atomic ``save_state`` checkpoints and exact r
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import os
@@ -52,7 +53,7 @@ from hfkit.diskspace import (
 from hfkit.lora import is_adapter_model
 from hfkit.models import UNFREEZING, layer_map, set_trainable
 from hfkit.objectives import Classification, Objective
-from hfkit.recipes import Recipe, flat_fields, save_recipe
+from hfkit.recipes import Recipe, RecipeError, flat_fields, save_recipe
 
 try:
     import fcntl
@@ -217,6 +218,20 @@ def _keep_fused_choice(optimizer: torch.optim.Optimizer) -> None:
     arguments (the scaler asks the optimizer as it was built)."""
     for group in optimizer.param_groups:
         group["fused"] = optimizer.defaults["fused"]
+
+
+def check_optimizer(name: str) -> None:
+    """RecipeError naming ``train.optimizer`` unless timm has an optimizer ``name``: said before
+    the data loads, with the nearest name, in place of timm's "not found in registry" later."""
+    from timm.optim import list_optimizers
+
+    try:
+        get_optimizer_class(name, bind_defaults=False)
+    except ValueError:
+        hint = difflib.get_close_matches(name.lower(), list_optimizers(), n=1)
+        raise RecipeError(f"train.optimizer: timm has no optimizer '{name}'"
+                          f"{f' (did you mean {hint[0]!r}?)' if hint else ''}; e.g. sgd, adamw, lamb "
+                          "(timm.optim.list_optimizers() lists them all)") from None
 
 
 def fused_option(opt: str, device_type: str | None) -> dict[str, bool]:

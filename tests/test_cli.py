@@ -29,6 +29,20 @@ def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message,
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting,message", [
+    ("train.optimizer=adamm", "train.optimizer: timm has no optimizer 'adamm' (did you mean 'adam'?)"),
+    ("data.auto_augment=randaug", "data.auto_augment: 'randaug' is not a timm augmentation policy;"),
+    ("data.auto_augment=foo", "data.auto_augment: 'foo' is not a timm augmentation policy (Unknown AA"),
+])
+def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, message, tmp_path, capsys):
+    # the data folder does not exist: the name is judged first, not minutes of loading later
+    argv = ["finetune", "--recipe", "hymenoptera", "--set", f"data.path={tmp_path / 'none'}",
+            "--set", "data.in_memory=false", "--set", setting, "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
 @pytest.fixture(scope="module")
 def image_model(tmp_path_factory):
     from conftest import tiny_image_overrides, write_image_folder

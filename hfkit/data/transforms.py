@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
 
+from hfkit.recipes import RecipeError
+
 # what PIL raises for a file that is not an image it can decode: empty, text, truncated, a bomb
 UNREADABLE = (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError)
 
@@ -28,6 +30,20 @@ def image_transforms(model: torch.nn.Module, is_training: bool, **overrides: Any
     """The transform the model's own ``pretrained_cfg`` asks for (size, mean/std, crop)."""
     config = resolve_data_config({}, model=model)
     return create_transform(**config, is_training=is_training, **overrides)
+
+
+def check_auto_augment(policy: str | None) -> None:
+    """RecipeError naming ``data.auto_augment`` unless timm knows the policy: said before the
+    images are read, in place of the bare AssertionError timm raises when it builds it."""
+    if not policy:
+        return
+    try:
+        create_transform(32, is_training=True, auto_augment=policy)
+    except (AssertionError, KeyError, ValueError, IndexError) as e:
+        raise RecipeError(
+            f"data.auto_augment: '{policy}' is not a timm augmentation policy{f' ({e})' if str(e) else ''}; "
+            "e.g. rand-m9-mstd0.5-inc1 (RandAugment), original or v0 (AutoAugment), augmix-m5-w4-d2 "
+            "(AugMix), or null for none") from None
 
 
 def decode_size(model: torch.nn.Module) -> int:
