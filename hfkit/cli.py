@@ -459,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hfkit {args.command}: error: {e}", file=sys.stderr)
         _explain_launcher_traceback()
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (imports, data loading)
+        print(f"hfkit {args.command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for Ctrl-C
 
 
 def _explain_launcher_traceback() -> None:

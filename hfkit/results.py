@@ -148,13 +148,24 @@ def read_result(name_or_path: str) -> ResultFolder:
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"'{name_or_path}' has no config.json: is it a result or model folder?")
+            raise FileNotFoundError(f"'{name_or_path}' has no config.json: {_what_instead(folder)}")
         return ResultFolder(name_or_path, _json(folder / "config.json"), _yaml(folder / "recipe.yaml"),
                             _json(folder / "all_results.json"), onnx=is_export(name_or_path),
                             adapter_config=_json(folder / ADAPTER_CONFIG))
     if folder.exists() or not is_hub_id(name_or_path):
         raise FileNotFoundError(f"no model folder '{name_or_path}' (looked in {Path.cwd()})")
     return _read_hub(name_or_path.removeprefix("hf-hub:"))
+
+
+def _what_instead(folder: Path) -> str:
+    """What a folder without a saved model is, and what to do with it."""
+    if (folder / "trainer_state.json").is_file():  # training.STATE_FILE, without importing torch
+        return f"it is a training checkpoint; pass its run folder, {folder.parent.parent}"
+    if (folder / "checkpoints").is_dir():
+        return (f"its run saved checkpoints but no model yet (it stopped before its first evaluation); "
+                f"go on with `hfkit finetune --recipe {folder / 'recipe.yaml'} --output-dir {folder} "
+                "--resume latest`")
+    return "is it a result or model folder?"
 
 
 def is_export(name_or_path: str) -> bool:

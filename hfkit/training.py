@@ -794,7 +794,8 @@ def find_checkpoint(out: Path, resume: str) -> Path:
         return path
     found = checkpoints(out)
     if not found:
-        raise FileNotFoundError(f"--resume latest: no checkpoint in {out / CHECKPOINTS}")
+        raise FileNotFoundError(f"--resume latest: no checkpoint in {out / CHECKPOINTS} (the run stopped "
+                                "before its first one, or never started): run the command without --resume")
     return found[-1]
 
 
@@ -873,8 +874,9 @@ def check_resume_settings(checkpoint: Path, recipe: Recipe) -> None:
         listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in unsafe.items())
         raise ValueError(
             f"--resume: {checkpoint} was made with other settings ({listed}). A resumed run must "
-            f"continue with the settings it was trained with: drop those --set overrides (the "
-            f"checkpoint's recipe is {checkpoint / 'recipe.yaml'}), or start a new run with another "
+            f"continue with the settings it was trained with: drop those --set overrides, or resume "
+            f"with the checkpoint's own recipe (--recipe {checkpoint / 'recipe.yaml'}), or start a new "
+            "run with another "
             f"--output-dir. Only {', '.join(sorted(RESUME_MAY_CHANGE - {'name', 'description'}))} "
             "and hub.* may change.")
     for key, (then, now) in safe.items():

@@ -43,6 +43,30 @@ def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, me
     assert message in err and "Traceback" not in err, err
 
 
+def test_ctrl_c_before_training_is_a_line_and_code_130(monkeypatch, capsys):
+    import hfkit.finetune
+
+    def loading_data(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hfkit.finetune, "finetune", loading_data)
+    assert main(["finetune", "--recipe", "hymenoptera"]) == 130
+    assert capsys.readouterr().err == "hfkit finetune: interrupted\n"
+
+
+def test_a_folder_without_a_model_says_what_it_is_and_what_to_do(tmp_path, capsys):
+    step = tmp_path / "run" / "checkpoints" / "step-00000002"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    run = tmp_path / "run"
+    assert main(["show", str(run)]) == 2
+    assert ("its run saved checkpoints but no model yet (it stopped before its first evaluation); go on "
+            f"with `hfkit finetune --recipe {run / 'recipe.yaml'} --output-dir {run} --resume latest`"
+            ) in capsys.readouterr().err
+    assert main(["show", str(step)]) == 2
+    assert f"it is a training checkpoint; pass its run folder, {run}" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def image_model(tmp_path_factory):
     from conftest import tiny_image_overrides, write_image_folder
