@@ -85,12 +85,17 @@ def test_predict_goes_on_after_an_unreadable_file_and_a_bomb(image_model, tmp_pa
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 2000)  # a 100x100 image is then a "bomb"
     bomb, empty, good = tmp_path / "bomb.png", tmp_path / "empty.jpg", tmp_path / "good.jpg"
     PIL.Image.new("RGB", (100, 100)).save(bomb)
+    half, strip = tmp_path / "half.png", tmp_path / "strip.png"  # Pillow only warns for half's 3600
+    PIL.Image.new("RGB", (60, 60)).save(half)
+    PIL.Image.new("RGB", (1, 51)).save(strip)
     empty.write_bytes(b"")
     make_image((230, 200, 40)).save(good)
-    inputs = [str(bomb), str(empty), str(good)]
+    inputs = [str(bomb), str(half), str(strip), str(empty), str(good)]
     assert main(["predict", "--model", str(image_model), "--top-k", "2", *inputs]) == 0
     captured = capsys.readouterr()
     assert f"{bomb}: cannot read image (DecompressionBombError" in captured.err
+    assert f"{half}: cannot read image (DecompressionBombError" in captured.err
+    assert f"{strip}: cannot read image (ValueError: 1x51 pixels: longer than 50:1" in captured.err
     assert f"{empty}: cannot read image" in captured.err
     assert captured.out.splitlines()[0] == str(good) and len(captured.out.splitlines()) == 3
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,28 @@ def decode_size(model: torch.nn.Module) -> int:
     return 2 * max(resolve_data_config({}, model=model)["input_size"][1:])
 
 
+MAX_ASPECT = 50  # an image longer than this many times its width (or wider) is refused
+
+
 def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None) -> PIL.Image.Image:
-    """Open an image file or bytes as RGB; JPEGs decode directly at >= ``min_size`` pixels."""
+    """Open an image file or bytes as RGB; JPEGs decode directly at >= ``min_size`` pixels.
+
+    Refused before decoding (as unreadable): more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``, where
+    Pillow itself only warns up to twice that (a 20 kB PNG can hold 169M pixels, 500 MB decoded),
+    and a strip beyond ``MAX_ASPECT``:1, which resizing its short side to the model's input size
+    would blow up (1 x 300,000 pixels to 224 x 67M).
+    """
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with PIL.Image.open(fp) as img:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+        try:
+            opened = PIL.Image.open(fp)
+        except PIL.Image.DecompressionBombWarning as e:
+            raise PIL.Image.DecompressionBombError(str(e)) from None
+    with opened as img:
+        if max(img.size) > MAX_ASPECT * min(img.size):
+            raise ValueError(f"{img.width}x{img.height} pixels: longer than {MAX_ASPECT}:1, too "
+                             "elongated to resize for a model")
         if min_size and img.format == "JPEG":
             img.draft("RGB", (min_size, min_size))  # DCT scaling: 2592px decodes as 648px
         return to_rgb(img)  # forces a full decode, so truncated files fail here
