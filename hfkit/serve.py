@@ -66,7 +66,6 @@ class Batcher:
                 if not future.done():  # the client may have gone
                     (future.set_exception if isinstance(result, Exception) else future.set_result)(result)
 
-
     async def _alone(self, item: Any) -> Any:
         try:
             return (await asyncio.to_thread(self.run, [item]))[0]

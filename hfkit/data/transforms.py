@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,13 +63,14 @@ def decode_image(source: str | bytes | os.PathLike, min_size: int | None = None)
     would blow up (1 x 300,000 pixels to 224 x 67M).
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
-        try:
-            opened = PIL.Image.open(fp)
-        except PIL.Image.DecompressionBombWarning as e:
-            raise PIL.Image.DecompressionBombError(str(e)) from None
-    with opened as img:
+    with PIL.Image.open(fp) as img:  # reads the header only
+        # checked here rather than by turning Pillow's warning into an error: warning filters are
+        # global, and the server decodes in several threads
+        limit = PIL.Image.MAX_IMAGE_PIXELS
+        if limit and img.width * img.height > limit:
+            raise PIL.Image.DecompressionBombError(
+                f"{img.width}x{img.height} pixels, over the limit of {limit} "
+                "(PIL.Image.MAX_IMAGE_PIXELS): it could be a decompression bomb")
         if max(img.size) > MAX_ASPECT * min(img.size):
             raise ValueError(f"{img.width}x{img.height} pixels: longer than {MAX_ASPECT}:1, too "
                              "elongated to resize for a model")
