@@ -21,7 +21,7 @@ from hfkit.devices import note_launcher, process_state
 from hfkit.diskspace import DiskFullError, disk_full_error, failed_folder
 from hfkit.hub import AGAIN, push
 from hfkit.lora import add_lora, base_source, trainable_parameters
-from hfkit.models import create_image_model, image_lora_layers, save_image_model
+from hfkit.models import check_model_name, create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
 from hfkit.training import (
@@ -44,6 +44,8 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         check_optimizer(recipe.train.optimizer)  # and names the libraries would judge only later
         check_auto_augment(recipe.data.auto_augment)
+        if tasks.get(recipe.task).family == "timm":
+            check_model_name(recipe.model.name)
         set_seed(recipe.train.seed)
         try:
             return train(recipe, tasks.get(recipe.task).load("builder"), resume, max_steps)

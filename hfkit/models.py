@@ -8,13 +8,14 @@ The classification head is reset to the data's classes, the class names travel i
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import shutil
 from pathlib import Path
 
 import timm
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model, split_model_name_tag
 from timm.models._hub import save_for_hf
 from timm.models.resnet import BasicBlock, ResNet
 
@@ -77,6 +78,23 @@ def create_image_model(args: ModelArgs, label_names: list[str],
     if image_size is not None:  # train and serve at the recipe's size, not the checkpoint's
         model.pretrained_cfg["input_size"] = (3, image_size, image_size)
     return model
+
+
+def check_model_name(name: str) -> None:
+    """RecipeError naming ``model.name`` unless timm has the architecture and its weights tag
+    (said before the data loads, with the nearest names, in place of timm's bare "Unknown model"
+    later); a folder, an ``hf-hub:`` id or an ``owner/name`` repo is left to loading."""
+    if ":" in _model_source(name) or "/" in name:
+        return
+    arch, tag = split_model_name_tag(name)
+    if not timm.is_model(arch):
+        near = ", ".join(difflib.get_close_matches(arch, timm.list_models(), n=3))
+        raise RecipeError(f"model.name: timm has no model '{arch}'{f' (nearest: {near})' if near else ''}; "
+                          f"timm.list_models('{arch[:4]}*') lists its names, or give a model folder")
+    tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
+    if tag and tag not in tags:
+        raise RecipeError(f"model.name: timm has no weights '{tag}' for {arch}; "
+                          f"{'its tags: ' + ', '.join(tags) if tags else 'it has no pretrained weights'}")
 
 
 def _model_source(name: str) -> str:

@@ -33,6 +33,8 @@ def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message,
     ("train.optimizer=adamm", "train.optimizer: timm has no optimizer 'adamm' (did you mean 'adam'?)"),
     ("data.auto_augment=randaug", "data.auto_augment: 'randaug' is not a timm augmentation policy;"),
     ("data.auto_augment=foo", "data.auto_augment: 'foo' is not a timm augmentation policy (Unknown AA"),
+    ("model.name=resnet19", "model.name: timm has no model 'resnet19' (nearest: resnet18"),
+    ("model.name=resnet18.tv_in1kk", "model.name: timm has no weights 'tv_in1kk' for resnet18; its tags: a1"),
 ])
 def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, message, tmp_path, capsys):
     # the data folder does not exist: the name is judged first, not minutes of loading later
