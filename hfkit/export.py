@@ -163,6 +163,7 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     if out_dir is None and not Path(run_dir).expanduser().is_dir():
         raise ValueError(f"'{run_dir}' is not a local folder: say where the export goes (out_dir, --out)")
     out = Path(out_dir).expanduser() if out_dir else Path(run_dir).expanduser() / "onnx"
+    _check_out(out, run_dir)
     out.mkdir(parents=True, exist_ok=True)
     job: TaskExport = found.task.load("exporter")(found)
     report = ExportReport(str(run_dir), str(out), found.task.name, 0.0, 0)
@@ -181,6 +182,25 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
             _add_accuracies(job, out, report, *examples)
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return report
+
+
+EXPORT_MARKS = (ONNX_FILE, UNCHECKED_FILE, REPORT_FILE)  # files only an export folder (or a failed one) holds
+
+
+def _check_out(out: Path, run_dir: str) -> None:
+    """An export goes to a new or empty folder, or over an earlier export. Its config.json and
+    model.onnx written into a result folder would overwrite that model's config and make hfkit
+    serve the folder with onnxruntime (and refuse to export it again): the run would be lost."""
+    if not out.is_dir() or any((out / mark).is_file() for mark in EXPORT_MARKS):
+        return
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if not held:
+        return
+    what = "the folder being exported" if out.resolve() == Path(run_dir).expanduser().resolve() else \
+        "a folder that is not an earlier export"
+    shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+    raise ValueError(f"'{out}' is {what} and holds {shown}: an export writes config.json and model.onnx "
+                     f"there, over what it holds. Choose a new or empty folder, such as {out / 'onnx'}.")
 
 
 def _write_checked(job: TaskExport, out: Path, report: ExportReport,

@@ -234,3 +234,27 @@ def test_cli_export_then_predict_from_the_export_prints_the_same(cifar_folder, t
     assert "image-classification (timm resnet18_cifar, ONNX export)" in capsys.readouterr().out
     assert main(["export", str(out)]) == 2
     assert "is already an ONNX export" in capsys.readouterr().err
+
+
+def test_an_export_into_a_model_folder_is_refused_and_leaves_it_as_it_was(cifar_folder, image_run, tmp_path,
+                                                                          capsys):
+    def contents(folder: Path) -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+    run = tmp_path / "run"
+    shutil.copytree(cifar_folder, run)
+    before = contents(run)
+    # the folder itself (its config.json would be rewritten and hfkit would serve it with onnxruntime)
+    assert main(["export", str(run), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{run}' is the folder being exported and holds config.json, model.safetensors" in err
+    assert f"such as {run / 'onnx'}" in err
+    # another run's folder, with its recipe and results
+    with pytest.raises(ValueError, match="is a folder that is not an earlier export and holds all_results"):
+        export(str(run), out_dir=str(image_run))
+    assert contents(run) == before and not read_result(str(run)).onnx and not (image_run / ONNX_FILE).exists()
+    # an empty folder, then the same export folder again: both fine
+    (tmp_path / "empty").mkdir()
+    for _ in range(2):
+        assert export(str(run), out_dir=str(tmp_path / "empty")).checks[1].top1_agreement == 1.0
+    assert read_result(str(tmp_path / "empty")).onnx

@@ -101,6 +101,11 @@ def test_merged_folder_is_plain_and_gives_the_same_outputs(text_run, tmp_path):
     with torch.inference_mode():
         torch.testing.assert_close(merged.model(**enc).logits, adapter.model(**enc).logits,
                                    rtol=1e-5, atol=1e-5)
+    # merging again, into the merged folder or into the adapter folder itself, is refused: nothing overwritten
+    kept = {p: p.read_bytes() for p in [*run.iterdir(), *(tmp_path / "merged").iterdir()] if p.is_file()}
+    for out in (tmp_path / "merged", run):
+        assert main(["merge", str(run), "--out", str(out)]) == 2
+    assert {p: p.read_bytes() for p in kept} == kept
 
 
 def test_export_and_push_of_a_local_base_adapter_refuse_with_what_to_do(text_run):
