@@ -268,6 +268,27 @@ def test_tiny_imagenet_errors_name_the_file(tiny_root):
         read_tiny_imagenet(tiny_root)
 
 
+@pytest.mark.parametrize("where", ["val", "wnids"])
+@pytest.mark.parametrize("name", ["../../../outside.JPEG", "/abs/outside.JPEG", "..\\outside.JPEG"])
+def test_tiny_imagenet_files_that_name_images_outside_the_folder_are_refused(tiny_root, where, name):
+    outside = (tiny_root / name.replace("\\", "/")) if not name.startswith("/") else None
+    if outside is not None:  # the image is there: a run would read it, were the name taken
+        outside.resolve().parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tiny_root / "val" / "images" / "val_0.JPEG", outside.resolve())
+    if where == "val":
+        annotations = tiny_root / "val" / "val_annotations.txt"
+        annotations.write_text(annotations.read_text() + f"{name}\tn01443537\t0\t0\t1\t1\n")
+        line = len(annotations.read_text().splitlines())
+        refused = rf"val_annotations.txt, line {line}: '.*outside.JPEG' is not a file name inside val/images/"
+    else:
+        (tiny_root / "wnids.txt").write_text((tiny_root / "wnids.txt").read_text() + name + "\n")
+        refused = r"wnids.txt, class 4: '.*outside.JPEG' is not a folder name inside train/"
+    with pytest.raises(ValueError, match=refused):
+        read_tiny_imagenet(tiny_root)
+    with pytest.raises(ValueError, match=refused):
+        load_splits(str(tiny_root))
+
+
 def test_missing_wnids_is_an_error_through_load_splits(tiny_root):
     (tiny_root / "wnids.txt").unlink()
     with pytest.raises(ValueError, match="wnids.txt: missing"):

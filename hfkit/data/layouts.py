@@ -261,7 +261,17 @@ def _read_wnids(path: Path) -> list[str]:
     duplicates = sorted({w for w in wnids if wnids.count(w) > 1})
     if duplicates:
         raise ValueError(f"{path}: classes listed twice: {', '.join(duplicates[:5])}")
+    for lineno, wnid in enumerate(wnids, 1):
+        _plain_name(wnid, f"{path}, class {lineno}", "a folder name inside train/")
     return wnids
+
+
+def _plain_name(name: str, where: str, what: str) -> None:
+    """Refuse a name of the data set's own files that is a path (``../``, ``/``): a crafted file
+    would have a run read, and its plots, examples and Hub upload show, images from anywhere."""
+    if name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"{where}: {name!r} is not {what}; the data set may only name its own files. "
+                         "Is the download damaged or crafted? Download it again from its source.")
 
 
 def _read_val(root: Path, index: dict[str, int]) -> tuple[list[str], list[int]]:
@@ -277,6 +287,7 @@ def _read_val(root: Path, index: dict[str, int]) -> tuple[list[str], list[int]]:
                 raise ValueError(f"{annotations}, line {lineno}: expected 'file<TAB>wnid<TAB>box', "
                                  f"got {line.strip()!r}")
             name, wnid = fields[0].strip(), fields[1].strip()
+            _plain_name(name, f"{annotations}, line {lineno}", "a file name inside val/images/")
             if wnid not in index:
                 skipped += 1
                 continue
