@@ -28,6 +28,10 @@ MAX_UPLOAD_BYTES = 10 * 2**20  # per request: a few photos
 MAX_BATCH = 32  # inputs per forward pass
 MAX_WAIT_SECONDS = 0.002  # how long the first request of a batch waits for company
 MAX_TOP_K = 100
+# One request may not hold the server: its inputs all queue before another client's, and a QA
+# context costs a forward pass per window of it (a 20,000-character one ~160 windows of 384 tokens)
+MAX_INPUTS = 256  # images or texts per request
+MAX_CONTEXT_CHARS = 20_000  # longer texts: `hfkit qa --context-file`, which takes any length
 
 
 class Batcher:
@@ -75,9 +79,16 @@ class Batcher:
 
 class InputError(ValueError):
     """Bad input from a client: a 400 with this message."""
+    status = 400
 
 
-def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+class TooMuch(InputError):
+    """More input in one request than this server takes: a 413."""
+    status = 413
+
+
+def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               max_inputs: int = MAX_INPUTS):
     """The FastAPI app serving ``model`` (a result folder or Hub id); the model loads now, so a bad
     folder fails here rather than at the first request."""
     from fastapi import Request
@@ -88,7 +99,7 @@ def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = M
     folder = read_result(model)
     task = folder.task
     endpoint = _ENDPOINTS[task.name]
-    route, batcher = endpoint(folder, model, max_batch)
+    route, batcher = endpoint(folder, model, max_batch, max_inputs)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -112,7 +123,7 @@ def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = M
 
     @app.exception_handler(InputError)
     async def bad_input(request: Request, e: InputError):
-        return JSONResponse({"error": str(e)}, status_code=400)
+        return JSONResponse({"error": str(e)}, status_code=e.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
@@ -130,7 +141,7 @@ def create_app(model: str, max_batch: int = MAX_BATCH, max_upload_bytes: int = M
 
 # -- one endpoint per task ----------------------------------------------------------------------
 
-def _classify(folder: ResultFolder, model: str, max_batch: int):
+def _classify(folder: ResultFolder, model: str, max_batch: int, max_inputs: int):
     from fastapi import Body, File, Query, UploadFile
 
     predictor = folder.predictor()(model)  # onnxruntime for an export folder
@@ -142,10 +153,16 @@ def _classify(folder: ResultFolder, model: str, max_batch: int):
 
     batcher = Batcher(run, max_batch)
 
+    def check_count(n: int) -> None:
+        if n > max_inputs:
+            raise TooMuch(f"{n} {'images' if images else 'texts'} in one request; this server takes at most "
+                          f"{max_inputs}: send them in several requests")
+
     async def answer(inputs: Sequence, top_k: int) -> dict:
         if not inputs:
             raise InputError("no input: send " + ("one or more 'image' files" if images else
                                                  'JSON such as {"texts": ["A text to classify."]}'))
+        check_count(len(inputs))
         ranked = await asyncio.gather(*(batcher((x, top_k)) for x in inputs))
         return {"predictions": [[{"label": label, "score": score} for label, score in r] for r in ranked]}
 
@@ -153,6 +170,7 @@ def _classify(folder: ResultFolder, model: str, max_batch: int):
         async def predict(image: Annotated[list[UploadFile], File(description="one or more image files")],
                           top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K)] = 5) -> dict:
             """Classify the uploaded images (multipart field `image`, repeated for several)."""
+            check_count(len(image))  # before decoding any
             decoded = [await _decode(predictor, f) for f in image]
             return await answer(decoded, top_k)
         return predict, batcher
@@ -178,7 +196,7 @@ async def _decode(predictor, upload) -> Any:
                          f"({type(e).__name__}: {e})") from None
 
 
-def _answer_questions(folder: ResultFolder, model: str, max_batch: int):
+def _answer_questions(folder: ResultFolder, model: str, max_batch: int, max_inputs: int):
     from fastapi import Body
 
     settings = folder.qa_settings()
@@ -199,6 +217,10 @@ def _answer_questions(folder: ResultFolder, model: str, max_batch: int):
         are spans of the context with their character offsets and scores."""
         if not question.strip() or not context.strip():
             raise InputError("send both a question and a context (neither may be empty)")
+        if len(context) > MAX_CONTEXT_CHARS:
+            raise TooMuch(f"the context has {len(context):,} characters; this server takes at most "
+                          f"{MAX_CONTEXT_CHARS:,}: send the part that holds the answer, or search a long "
+                          "text with `hfkit qa --context-file FILE`")
         try:
             return {"answers": await batcher((question, context, top_k))}
         except ValueError as e:  # a question too long for the window, text in an unknown script
@@ -206,7 +228,7 @@ def _answer_questions(folder: ResultFolder, model: str, max_batch: int):
     return qa, batcher
 
 
-def _generate(folder: ResultFolder, model: str, max_batch: int):
+def _generate(folder: ResultFolder, model: str, max_batch: int, max_inputs: int):
     from fastapi import Body
     from fastapi.responses import StreamingResponse
 
@@ -284,11 +306,11 @@ def _shown_name(model: str) -> str:
 
 
 def serve(model: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, max_batch: int = MAX_BATCH,
-          max_upload_bytes: int = MAX_UPLOAD_BYTES) -> None:
+          max_upload_bytes: int = MAX_UPLOAD_BYTES, max_inputs: int = MAX_INPUTS) -> None:
     """Load ``model`` and serve it until interrupted."""
     import uvicorn
 
-    app = create_app(model, max_batch=max_batch, max_upload_bytes=max_upload_bytes)
+    app = create_app(model, max_batch=max_batch, max_upload_bytes=max_upload_bytes, max_inputs=max_inputs)
     shown = "localhost" if host == DEFAULT_HOST else host
     print(f"Serving {_shown_name(model)} on http://{shown}:{port} (API page: http://{shown}:{port}/docs)"
           + ("" if host == DEFAULT_HOST else "; reachable from other machines: it has no authentication"))
@@ -309,6 +331,8 @@ def add_serve_parser(sub) -> None:
                    help=f"inputs per forward pass when requests arrive together (default {MAX_BATCH})")
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                    help=f"largest request body in MiB (default {MAX_UPLOAD_BYTES / 2**20:g})")
+    p.add_argument("--max-inputs", type=int, default=MAX_INPUTS,
+                   help=f"most images or texts in one request (default {MAX_INPUTS})")
     p.set_defaults(func=serve_command)
 
 
@@ -317,5 +341,5 @@ def serve_command(args: argparse.Namespace) -> int:
 
     go_offline_if_unreachable()
     serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_upload_bytes=int(args.max_upload_mb * 2**20))
+          max_upload_bytes=int(args.max_upload_mb * 2**20), max_inputs=args.max_inputs)
     return 0

@@ -57,7 +57,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def image_server(image_run):
-    server = Server(image_run, max_upload_bytes=200_000)
+    server = Server(image_run, max_upload_bytes=200_000, max_inputs=4)
     yield server
     server.stop()
 
@@ -108,6 +108,18 @@ def test_an_oversize_upload_is_refused_before_it_is_read(image_server, tmp_path)
     assert status.split()[1] == b"411", status
 
 
+def test_more_images_in_one_request_than_the_server_takes_are_refused(image_server, pictures):
+    before = httpx.get(f"{image_server.url}/health").json()["inputs"]
+    # a bad file among them: refused for the count, before any is decoded
+    many = httpx.post(f"{image_server.url}/predict", files=_files(*[pictures["ant"]] * 4, pictures["bad"]))
+    assert many.status_code == 413
+    assert many.json()["error"] == ("5 images in one request; this server takes at most 4: "
+                                    "send them in several requests")
+    assert httpx.get(f"{image_server.url}/health").json()["inputs"] == before  # none reached the model
+    four = httpx.post(f"{image_server.url}/predict", files=_files(*[pictures["ant"]] * 4))
+    assert four.status_code == 200 and len(four.json()["predictions"]) == 4
+
+
 def test_requests_arriving_together_share_a_batch(image_server, pictures):
     """32 requests from 16 clients at once, ants and bees mixed: fewer forward passes than requests,
     and each reply is its own picture's (as served alone, up to float noise of the batch size)."""
@@ -151,6 +163,10 @@ def test_text_classifier(tiny_bert_dir):
         assert [r[0]["label"] for r in reply.json()["predictions"]] == [r[0][0] for r in expected]
         assert httpx.post(f"{server.url}/predict", json={"texts": [" "]}).status_code == 400
         assert httpx.post(f"{server.url}/predict", json={"text": "no list"}).status_code == 422
+        too_many = httpx.post(f"{server.url}/predict", json={"texts": ["a"] * (serve.MAX_INPUTS + 1)})
+        assert too_many.status_code == 413 and f"at most {serve.MAX_INPUTS}" in too_many.json()["error"]
+        assert httpx.post(f"{server.url}/predict", json={"texts": ["a"] * serve.MAX_INPUTS},
+                          timeout=60).status_code == 200
     finally:
         server.stop()
 
@@ -175,6 +191,9 @@ def test_question_answering(chinese_qa_bin):
         assert [r.status_code for r in replies] == [200] * 7 + [400], [r.text for r in replies]
         assert all(r.json()["answers"][0]["answer"] == got["answer"] for r in replies[:7])
         assert "question" in replies[7].json()["error"]
+        longer = context * (serve.MAX_CONTEXT_CHARS // len(context) + 1)
+        long = httpx.post(f"{server.url}/qa", json={"question": question, "context": longer})
+        assert long.status_code == 413 and "hfkit qa --context-file" in long.json()["error"]
     finally:
         server.stop()
 
