@@ -23,6 +23,7 @@ from hfkit.hub import AGAIN, push
 from hfkit.lora import add_lora, base_source, trainable_parameters
 from hfkit.models import check_model_name, create_image_model, image_lora_layers, save_image_model
 from hfkit.objectives import CausalLM, Classification, Objective
+from hfkit.offline import check_model_source
 from hfkit.recipes import QA_MAX_LENGTH, Recipe
 from hfkit.training import (
     TrainerState,
@@ -44,6 +45,7 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         check_optimizer(recipe.train.optimizer)  # and names the libraries would judge only later
         check_auto_augment(recipe.data.auto_augment)
+        check_model_source(recipe.model.name, "model.name")
         if tasks.get(recipe.task).family == "timm":
             check_model_name(recipe.model.name)
         set_seed(recipe.train.seed)

@@ -115,9 +115,31 @@ def loading_weights(source: str, use: str = "--model") -> Iterator[None]:
             raise
         if looks_like_path(source):
             raise FileNotFoundError(f"no folder '{source}' (looked in {Path.cwd()})") from None
-        raise RuntimeError(f"'{source}' is neither a local folder nor in the local cache, and the Hub "
-                           f"is not reachable ({type(e).__name__}).\n"
-                           f"{offline_weights_help(source, use=use)}") from e
+        raise RuntimeError(not_cached(source, use, f" ({type(e).__name__})")) from e
+
+
+def not_cached(source: str, use: str, why: str = "") -> str:
+    """What to do about a Hub id that is not in the local cache while the Hub is unreachable; an
+    ``owner/name`` may also be a folder given from the wrong place (``runs/ants`` elsewhere)."""
+    return (f"'{source}' is neither a folder here ({Path.cwd()}) nor in the local cache, and the Hub is not "
+            f"reachable{why}. A folder? Give its path from here, or its full path. A Hub model?\n"
+            f"{offline_weights_help(source, use=use)}")
+
+
+def check_model_source(name: str, use: str) -> None:
+    """Say now, before minutes of data loading, what loading model ``name`` would fail on later: a
+    folder that is not there, or, offline, a Hub model that is not in the local cache. Bare names
+    (timm's ``resnet18``) and prefixed sources (``local-dir:``) are left to the model's library."""
+    if Path(name).expanduser().exists() or ":" in name.removeprefix("hf-hub:"):
+        return
+    if looks_like_path(name):
+        raise FileNotFoundError(f"{use}: no folder '{name}' (looked in {Path.cwd()})")
+    if is_hub_id(name) and offline_mode():
+        from huggingface_hub import try_to_load_from_cache
+
+        # every model repo hfkit loads has a config.json (timm's and transformers')
+        if not isinstance(try_to_load_from_cache(name.removeprefix("hf-hub:"), "config.json"), str):
+            raise RuntimeError(f"{use}: {not_cached(name, use)}")
 
 
 def load_hub_dataset(path: str, config: str | None = None):

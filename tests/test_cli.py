@@ -35,6 +35,9 @@ def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message,
     ("data.auto_augment=foo", "data.auto_augment: 'foo' is not a timm augmentation policy (Unknown AA"),
     ("model.name=resnet19", "model.name: timm has no model 'resnet19' (nearest: resnet18"),
     ("model.name=resnet18.tv_in1kk", "model.name: timm has no weights 'tv_in1kk' for resnet18; its tags: a1"),
+    ("model.name=./no-such-model", "model.name: no folder './no-such-model' (looked in "),
+    ("model.name=hf-hub:nobody/no-such-model", "model.name: 'hf-hub:nobody/no-such-model' is neither a folder "
+     "here"),  # offline (the tests' HF_HUB_OFFLINE) and not in the cache
 ])
 def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, message, tmp_path, capsys):
     # the data folder does not exist: the name is judged first, not minutes of loading later
