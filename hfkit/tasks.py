@@ -48,6 +48,7 @@ class Task:
     curve_metric: str  # the eval metric its training curves plot beside the loss
     metrics: tuple[str, ...]  # the eval metrics it computes as one number each: eval.metric's choices
     fields: frozenset[str]  # recipe fields it reads besides COMMON_FIELDS
+    data: Literal["images", "texts", "questions and contexts"]  # what its data sets hold, in words
     auto_class: str | None = None  # transformers Auto class of its models
     architectures: tuple[str, ...] = ()  # suffixes of config.json "architectures" of its models
     does: str = ""  # the card's words after the model: " that continues a text"
@@ -96,7 +97,7 @@ def for_config(config: dict) -> Task | None:
 
 
 register(Task(
-    name="image-classification", family="timm", pipeline_tag="image-classification",
+    name="image-classification", data="images", family="timm", pipeline_tag="image-classification",
     title="Image Classification", summary="An image classifier",
     builder="hfkit.finetune:build_image_classification", predictor="hfkit.inference:ImageClassifier",
     command="predict --model {} image.jpg", demo="image", curve_metric="accuracy",
@@ -112,7 +113,7 @@ register(Task(
                       "eval.num_preview_images", "eval.tta_hflip"}) | LORA_FIELDS,
     strategies=(*FREEZING, "lora")))
 register(Task(
-    name="text-classification", family="transformers", pipeline_tag="text-classification",
+    name="text-classification", data="texts", family="transformers", pipeline_tag="text-classification",
     title="Text Classification", summary="A text classifier",
     builder="hfkit.finetune:build_text_classification", predictor="hfkit.inference:TextClassifier",
     command='predict --model {} "A text to classify."', demo="sentiment", curve_metric="accuracy",
@@ -124,7 +125,7 @@ register(Task(
                                         "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"},
     strategies=(*FREEZING, "lora"), peft_task_type="SEQ_CLS"))
 register(Task(
-    name="causal-lm", family="transformers", pipeline_tag="text-generation",
+    name="causal-lm", data="texts", family="transformers", pipeline_tag="text-generation",
     title="Text Generation", summary="A causal language model", does=" that continues a text",
     builder="hfkit.finetune:build_causal_lm", predictor="hfkit.inference:generate",
     command='generate --model {} --prompt "Once upon a time"', demo="generation", curve_metric="perplexity",
@@ -134,7 +135,8 @@ register(Task(
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.block_size"},
     strategies=("full", "lora"), peft_task_type="CAUSAL_LM"))
 register(Task(
-    name="question-answering", family="transformers", pipeline_tag="question-answering",
+    name="question-answering", data="questions and contexts", family="transformers",
+    pipeline_tag="question-answering",
     title="Question Answering", summary="An extractive question-answering model",
     does=" that points at the answer to a question in a given text",
     builder="hfkit.finetune:build_question_answering", predictor="hfkit.inference:QuestionAnswerer",

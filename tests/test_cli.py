@@ -36,8 +36,8 @@ def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message,
     ("model.name=resnet19", "model.name: timm has no model 'resnet19' (nearest: resnet18"),
     ("model.name=resnet18.tv_in1kk", "model.name: timm has no weights 'tv_in1kk' for resnet18; its tags: a1"),
     ("model.name=./no-such-model", "model.name: no folder './no-such-model' (looked in "),
-    ("model.name=hf-hub:nobody/no-such-model", "model.name: 'hf-hub:nobody/no-such-model' is neither a folder "
-     "here"),  # offline (the tests' HF_HUB_OFFLINE) and not in the cache
+    # offline (the tests' HF_HUB_OFFLINE) and not in the cache
+    ("model.name=hf-hub:nobody/none", "model.name: 'hf-hub:nobody/none' is neither a folder here"),
 ])
 def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, message, tmp_path, capsys):
     # the data folder does not exist: the name is judged first, not minutes of loading later
@@ -46,6 +46,39 @@ def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, me
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+
+
+def test_data_of_another_kind_or_the_folder_above_it_says_so(tiny_bert_dir, tmp_path, capsys):
+    from conftest import make_image, write_image_folder
+
+    images = write_image_folder(tmp_path / "data" / "ants-bees", {"train": 2, "val": 1})
+    deeper = tmp_path / "data" / "other" / "train" / "a" / "images"  # another layout beside it
+    deeper.mkdir(parents=True)
+    for i in range(2):
+        make_image((9, 9, 9), seed=i).save(deeper / f"{i}.jpg")
+    texts = tmp_path / "data" / "reviews.csv"
+    texts.write_text("text,label\na fine film,pos\na dull film,neg\n")
+
+    def refusal(recipe: str, data: Path, *settings: str) -> str:
+        argv = ["finetune", "--recipe", recipe, "--set", f"data.path={data}",
+                "--set", "model.pretrained=false", *[arg for s in settings for arg in ("--set", s)],
+                "--output-dir", str(tmp_path / "run")]
+        assert main(argv) == 2
+        return capsys.readouterr().err
+
+    err = refusal("hymenoptera", texts)
+    assert (f"data.path '{texts}' holds texts (columns: text, label), not the images that "
+            "image-classification recipes train on. Recipes for texts: gpt2, imdb") in err
+    err = refusal("imdb", images, f"model.name={tiny_bert_dir}")
+    assert "holds images (columns: image, label), not the texts that text-classification recipes" in err
+    assert "Recipes for images: cifar10, hymenoptera, tiny-imagenet" in err
+    err = refusal("cmrc2018", texts, f"model.name={tiny_bert_dir}")
+    assert "holds texts (columns: text, label), not the questions and contexts that question-answering" in err
+    # the folder above the data set: images, no classes
+    err = refusal("hymenoptera", tmp_path / "data")
+    assert f"data.path '{tmp_path / 'data'}' gives images but no classes" in err
+    assert "It holds ants-bees, other: is the data set one of them? Give that folder." in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_ctrl_c_before_training_is_a_line_and_code_130(monkeypatch, capsys):

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from transformers import default_data_collator
 
-from hfkit.data.sources import FILE_BUILDERS, is_string_feature, load_splits, pick_splits, seeded_subset
+from hfkit.data.sources import (
+    FILE_BUILDERS,
+    check_kind,
+    is_string_feature,
+    load_splits,
+    pick_splits,
+    seeded_subset,
+)
 from hfkit.offline import load_hub_dataset
 
 __all__ = ["group_into_blocks", "load_lm_texts", "make_block_loader"]
@@ -40,6 +47,8 @@ def load_lm_texts(args, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     """
     splits = _load(args)
     train_name, eval_name = pick_splits(splits, args.train_split, args.eval_split)
+    if not args.text_column:
+        check_kind(splits[train_name], args.path, "causal-lm")
     column = _text_column(splits[train_name], args.text_column, args.path)
     train = _texts(splits[train_name], column, args.path, train_name)
     if eval_name is None:

@@ -25,7 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from hfkit.data.layouts import detect_layout
-from hfkit.data.sources import EVAL_SPLIT_NAMES, dataset_root, load_splits, pick_splits, seeded_subset
+from hfkit.data.sources import (
+    EVAL_SPLIT_NAMES,
+    check_kind,
+    dataset_root,
+    load_splits,
+    pick_splits,
+    seeded_subset,
+)
 from hfkit.data.transforms import UNREADABLE, decode_image, decode_size, image_transforms
 
 logger = logging.getLogger(__name__)
@@ -50,7 +57,11 @@ def load_image_splits(args, seed: int) -> ImageSplits:
     splits = load_splits(args.path)
     train_split, eval_split = pick_splits(splits, args.train_split, args.eval_split)
     train = splits[train_split]
+    if not args.image_column:
+        check_kind(train, args.path, "image-classification")
     image_col = args.image_column or _find_column(train, datasets.Image, "image_column")
+    if not args.label_column and train.column_names == [image_col]:
+        raise ValueError(_no_classes(args.path))
     label_col = args.label_column or _find_column(train, datasets.ClassLabel, "label_column",
                                                   fallback="label")
     for name in (image_col, label_col):
@@ -66,6 +77,19 @@ def load_image_splits(args, seed: int) -> ImageSplits:
     return ImageSplits(seeded_subset(train, args.max_train_samples, seed),
                        seeded_subset(evaluation, args.max_eval_samples, seed),
                        image_col, label_col, _label_names(train, label_col))
+
+
+def _no_classes(path: str) -> str:
+    """Images without labels: most often a folder above the data set, or images not in class folders."""
+    message = (f"data.path '{path}' gives images but no classes: an image folder holds one folder per "
+               "class (ants/1.jpg, bees/2.jpg), or train/ and val/ each holding them")
+    local = Path(path).expanduser()
+    inside = sorted(d.name for d in local.iterdir() if d.is_dir() and not d.name.startswith(".")) \
+        if local.is_dir() else []
+    if inside:
+        message += (f". It holds {', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''}: is the data set "
+                    "one of them? Give that folder")
+    return message + "."
 
 
 def check_class_folders(path: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import datasets
 import torch
 
-from hfkit.data.sources import load_splits, pick_splits, seeded_subset
+from hfkit.data.sources import check_kind, load_splits, pick_splits, seeded_subset
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ def load_qa_data(path: str) -> datasets.DatasetDict:
         files = sorted(p for p in local.glob("*.json") if _is_squad_file(p))
         if files:
             return datasets.DatasetDict({_split_of(p, p.stem): read_squad_json(p) for p in files})
-    return datasets.DatasetDict({name: _standardize(ds, name) for name, ds in load_splits(path).items()})
+    splits = load_splits(path)
+    for ds in splits.values():
+        check_kind(ds, path, "question-answering")
+    return datasets.DatasetDict({name: _standardize(ds, name) for name, ds in splits.items()})
 
 
 def load_qa_splits(args, seed: int) -> QASplits:

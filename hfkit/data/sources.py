@@ -12,6 +12,7 @@ import numpy as np
 
 from hfkit.data.layouts import ARCHIVES, detect_layout
 from hfkit.offline import load_hub_dataset
+from hfkit.tasks import TASKS
 
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                  ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
@@ -39,6 +40,34 @@ def seeded_subset(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Da
 
 def is_string_feature(feature) -> bool:
     return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+
+def holds(ds: datasets.Dataset) -> list[str]:
+    """What a split holds, in the words of :attr:`hfkit.tasks.Task.data`."""
+    kinds = []
+    if any(isinstance(f, datasets.Image) for f in ds.features.values()):
+        kinds.append("images")
+    columns = set(ds.column_names)
+    if {"question", "context"} <= columns or {"version", "data"} <= columns:  # the rows, or a SQuAD file
+        kinds.append("questions and contexts")
+    if any(is_string_feature(f) for f in ds.features.values()):
+        kinds.append("texts")
+    return kinds
+
+
+def check_kind(ds: datasets.Dataset, path: str, task: str) -> None:
+    """Refuse data that holds none of what ``task`` trains on (a data.path of another task's data,
+    or a column error would follow), saying what it holds and which recipes train on that."""
+    from hfkit.recipes import list_recipes, load_recipe
+
+    wanted, has = TASKS[task].data, holds(ds)
+    if wanted in has or not has:
+        return
+    takers = [t.name for t in TASKS.values() if t.data == has[0]]
+    recipes = [name for name in list_recipes() if load_recipe(name).task in takers]
+    raise ValueError(f"data.path '{path}' holds {has[0]} (columns: {', '.join(ds.column_names)}), not the "
+                     f"{wanted} that {task} recipes train on. Recipes for {has[0]}: {', '.join(recipes)} "
+                     "(`hfkit recipes`); or give data.path the data this recipe is for.")
 
 
 def load_splits(path: str) -> datasets.DatasetDict:

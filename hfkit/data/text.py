@@ -21,6 +21,7 @@ from transformers import DataCollatorWithPadding
 from hfkit.data.sources import (
     ARCHIVES,
     FILE_BUILDERS,
+    check_kind,
     dataset_root,
     is_string_feature,
     load_splits,
@@ -48,6 +49,8 @@ def load_text_classification(args, seed: int) -> TextSplits:
     """Read a recipe's ``data`` section into checked train/eval splits, with seeded subsets."""
     splits = _read_splits(args)
     train_split, eval_split = pick_splits(splits, args.train_split, args.eval_split)
+    if not args.text_column:
+        check_kind(splits[train_split], args.path, "text-classification")
     text_col, label_col = _pick_columns(splits[train_split], args)
     train = _standardize(splits[train_split], text_col, label_col, train_split, args.path)
     train, names = _encode_labels(train, None, train_split)
