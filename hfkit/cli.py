@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.abc
 import json
 import os
 import sys
@@ -452,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     from hfkit.console import quiet_libraries
 
     quiet_libraries()
+    _skip_evaluators()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, RuntimeError) as e:
@@ -462,6 +464,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside the training loop's own handler (imports, data loading)
         print(f"hfkit {args.command}: interrupted", file=sys.stderr)
         return 130  # the shell's code for Ctrl-C
+
+
+class _NoPipelinesForEvaluators(importlib.abc.MetaPathFinder):
+    """Refuses ``transformers.pipelines`` to evaluate's Evaluator classes while they import."""
+
+    def find_spec(self, name, path=None, target=None):
+        evaluators = sys.modules.get("evaluate.evaluator")
+        if name == "transformers.pipelines" and getattr(getattr(evaluators, "__spec__", None),
+                                                       "_initializing", False):
+            raise ImportError("transformers.pipelines is not needed by hfkit's metrics")
+        return None  # any other import, and pipelines for anyone else, go on as usual
+
+
+def _skip_evaluators() -> None:
+    """``import evaluate`` imports transformers.pipelines for its Evaluator classes (about 1 s here,
+    evaluate issue #674); hfkit's commands score with ``evaluate.Metric`` modules only. Refused it,
+    evaluate takes transformers for absent in its evaluators alone. Commands only: a program that
+    imports hfkit as a library keeps ``evaluate.evaluator`` as it is."""
+    if not any(isinstance(f, _NoPipelinesForEvaluators) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoPipelinesForEvaluators())
 
 
 def _explain_launcher_traceback() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import math
 import os
@@ -29,7 +30,6 @@ from accelerate.utils import DataLoaderConfiguration
 from timm.optim import create_optimizer_v2, get_optimizer_class
 from timm.utils import ModelEmaV3
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from hfkit.devices import (
     launcher_kill_seconds,
@@ -151,9 +151,9 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
     steps_per_epoch = math.ceil(len(train_loader) / t.gradient_accumulation_steps)
     total_steps = steps_per_epoch * t.epochs
     # a prepared scheduler steps once per process per optimizer step, hence the factor
-    scheduler = accelerator.prepare(get_scheduler(
-        t.schedule, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
-        num_training_steps=total_steps * accelerator.num_processes))
+    scheduler = accelerator.prepare(make_scheduler(
+        optimizer, t.schedule, warmup_steps=int(t.warmup_ratio * total_steps) * accelerator.num_processes,
+        total_steps=total_steps * accelerator.num_processes))
 
     state = TrainerState()
     if checkpoint is not None:
@@ -179,6 +179,29 @@ def fit(recipe: Recipe, model: torch.nn.Module, train_loader, eval_loader,
                           "Continue with --resume latest.")
     accelerator.end_training()
     return result
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int,
+                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0, then ``schedule`` (cosine or linear to 0, or constant): torch's LambdaLR
+    with transformers' formulas (``get_cosine_schedule_with_warmup`` and kin), written here because
+    importing ``transformers.optimization`` costs a second (it loads peft and scipy) of every image
+    run's start-up. Unlike transformers' ``constant``, constant warms up too, as the recipe says."""
+    if schedule not in ("cosine", "linear", "constant"):
+        raise ValueError(f"unknown schedule '{schedule}': cosine, linear or constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        _lr_factor, schedule=schedule, warmup=warmup_steps, total=total_steps))
+
+
+def _lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
+    if step < warmup:
+        return float(step) / float(max(1, warmup))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return max(0.0, float(total - step) / float(max(1, total - warmup)))
+    progress = float(step - warmup) / float(max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 # torch's optimizers whose fused step hfkit takes on a CPU (fused_option says why these, why there)

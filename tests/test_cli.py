@@ -312,3 +312,25 @@ def test_a_prediction_imports_only_its_own_family_of_libraries(image_model, tiny
         loaded[family] = set(re.search(r"^loaded:(.*)$", proc.stdout, re.M)[1].split())
     assert "transformers" in loaded["text"] and not {"timm", "datasets"} & loaded["text"]
     assert "timm" in loaded["image"] and not {"transformers", "datasets"} & loaded["image"]
+
+
+def test_an_image_run_imports_no_transformers_pipelines_nor_peft(image_folder, tmp_path):
+    """Start-up: evaluate's Evaluator classes would import transformers.pipelines (about 1 s) and
+    transformers' schedules peft; an image run needs neither. A library user's evaluate is untouched."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_image_overrides
+
+    argv = ["finetune", "--recipe", "hymenoptera", "--output-dir", str(tmp_path / "run"),
+            *[a for o in tiny_image_overrides(image_folder) + ["train.epochs=1"] for a in ("--set", o)]]
+    code = ("import sys; from hfkit.cli import main; "
+            f"rc = main({argv!r}); "
+            "print(rc, sorted(m for m in ('transformers.pipelines', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+    assert (tmp_path / "run" / "model.safetensors").is_file()  # the run's metrics were computed: it saved
+    library = subprocess.run([sys.executable, "-c", "import sys, hfkit.metrics; "
+                              "print(sys.modules['evaluate.evaluator'].TRANSFORMERS_AVAILABLE)"],
+                             capture_output=True, text=True, timeout=300)
+    assert library.stdout.strip() == "True", library.stderr

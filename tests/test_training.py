@@ -755,3 +755,27 @@ def test_stderr_goes_to_devnull_when_stdout_is_broken_too(monkeypatch):
     err.flush()
     err.write("and on\n")
     err.flush()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+@pytest.mark.parametrize("warmup,total", [(0, 10), (3, 20), (5, 5), (30, 3000)])
+def test_the_schedule_is_transformers_own_step_for_step(schedule, warmup, total):
+    """make_scheduler spares image runs the import of transformers.optimization; its lrs are
+    transformers' (constant: constant_with_warmup, since a recipe's warmup applies to every schedule)."""
+    from transformers import get_scheduler
+
+    from hfkit.training import make_scheduler
+
+    def lrs(make) -> list[float]:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
+        scheduler, seen = make(optimizer), []
+        for _ in range(total + 2):
+            seen.append(scheduler.get_last_lr()[0])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    name = "constant_with_warmup" if schedule == "constant" else schedule
+    theirs = lrs(lambda o: get_scheduler(name, o, num_warmup_steps=warmup, num_training_steps=total))
+    assert lrs(lambda o: make_scheduler(o, schedule, warmup, total)) == theirs
+    assert theirs[0] == (0.0 if warmup else 0.3)
