@@ -165,6 +165,9 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     out = Path(out_dir).expanduser() if out_dir else Path(run_dir).expanduser() / "onnx"
     _check_out(out, run_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / REPORT_FILE).is_file():  # marks the folder as hfkit's export from now on, also if it fails
+        (out / REPORT_FILE).write_text(json.dumps({"source": str(run_dir), "status": "not finished"}) + "\n",
+                                       encoding="utf-8")
     job: TaskExport = found.task.load("exporter")(found)
     report = ExportReport(str(run_dir), str(out), found.task.name, 0.0, 0)
     _write_checked(job, out, report, progress)
@@ -184,23 +187,25 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     return report
 
 
-EXPORT_MARKS = (ONNX_FILE, UNCHECKED_FILE, REPORT_FILE)  # files only an export folder (or a failed one) holds
 
 
 def _check_out(out: Path, run_dir: str) -> None:
     """An export goes to a new or empty folder, or over an earlier export. Its config.json and
     model.onnx written into a result folder would overwrite that model's config and make hfkit
-    serve the folder with onnxruntime (and refuse to export it again): the run would be lost."""
-    if not out.is_dir() or any((out / mark).is_file() for mark in EXPORT_MARKS):
+    serve the folder with onnxruntime (and refuse to export it again): the run would be lost. An
+    earlier export is hfkit's (its export.json, written first) or one whose export was cut short
+    (its unchecked model); another tool's model.onnx is not taken for one."""
+    if not out.is_dir() or (out / REPORT_FILE).is_file():
         return
     held = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
-    if not held:
+    if not held or any(name.startswith(UNCHECKED_FILE) for name in held):
         return
-    what = "the folder being exported" if out.resolve() == Path(run_dir).expanduser().resolve() else \
-        "a folder that is not an earlier export"
+    itself = out.resolve() == Path(run_dir).expanduser().resolve()
+    what = "the folder being exported" if itself else "a folder that is not an earlier export"
     shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
     raise ValueError(f"'{out}' is {what} and holds {shown}: an export writes config.json and model.onnx "
-                     f"there, over what it holds. Choose a new or empty folder, such as {out / 'onnx'}.")
+                     "there, over what it holds. Choose a new or empty folder"
+                     + (f", such as {out / 'onnx'} (the default)." if itself else "."))
 
 
 def _write_checked(job: TaskExport, out: Path, report: ExportReport,

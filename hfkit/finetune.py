@@ -45,7 +45,8 @@ def finetune(recipe: Recipe, resume: str | None = None, max_steps: int | None = 
         check_output_dir(out, resume, recipe)  # before minutes of data loading
         check_optimizer(recipe.train.optimizer)  # and names the libraries would judge only later
         check_auto_augment(recipe.data.auto_augment)
-        check_model_source(recipe.model.name, "model.name")
+        if not isinstance(recipe.model.pretrained, str):  # a weights path: that is what loads
+            check_model_source(recipe.model.name, "model.name")
         if tasks.get(recipe.task).family == "timm":
             check_model_name(recipe.model.name)
         set_seed(recipe.train.seed)

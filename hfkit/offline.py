@@ -132,13 +132,16 @@ def check_model_source(name: str, use: str) -> None:
     (timm's ``resnet18``) and prefixed sources (``local-dir:``) are left to the model's library."""
     if Path(name).expanduser().exists() or ":" in name.removeprefix("hf-hub:"):
         return
-    if looks_like_path(name):
+    repo, _, revision = name.partition("@") if name.startswith("hf-hub:") else (name, "", "")  # timm's @rev
+    if looks_like_path(repo):
         raise FileNotFoundError(f"{use}: no folder '{name}' (looked in {Path.cwd()})")
-    if is_hub_id(name) and offline_mode():
+    if is_hub_id(repo) and offline_mode():
         from huggingface_hub import try_to_load_from_cache
 
         # every model repo hfkit loads has a config.json (timm's and transformers')
-        if not isinstance(try_to_load_from_cache(name.removeprefix("hf-hub:"), "config.json"), str):
+        cached = try_to_load_from_cache(repo.removeprefix("hf-hub:"), "config.json",
+                                        revision=revision or None)
+        if not isinstance(cached, str):
             raise RuntimeError(f"{use}: {not_cached(name, use)}")
 
 

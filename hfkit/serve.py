@@ -29,7 +29,8 @@ MAX_BATCH = 32  # inputs per forward pass
 MAX_WAIT_SECONDS = 0.002  # how long the first request of a batch waits for company
 MAX_TOP_K = 100
 # One request may not hold the server: its inputs all queue before another client's, and a QA
-# context costs a forward pass per window of it (a 20,000-character one ~160 windows of 384 tokens)
+# context costs a forward pass per window of it (a 20,000-character Chinese one: ~85 windows of 384
+# tokens overlapping by 128)
 MAX_INPUTS = 256  # images or texts per request
 MAX_CONTEXT_CHARS = 20_000  # longer texts: `hfkit qa --context-file`, which takes any length
 
@@ -327,13 +328,19 @@ def add_serve_parser(sub) -> None:
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "
                         "network, with no authentication)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
-    p.add_argument("--max-batch", type=int, default=MAX_BATCH,
+    p.add_argument("--max-batch", type=_positive, default=MAX_BATCH,
                    help=f"inputs per forward pass when requests arrive together (default {MAX_BATCH})")
     p.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 2**20,
                    help=f"largest request body in MiB (default {MAX_UPLOAD_BYTES / 2**20:g})")
-    p.add_argument("--max-inputs", type=int, default=MAX_INPUTS,
+    p.add_argument("--max-inputs", type=_positive, default=MAX_INPUTS,
                    help=f"most images or texts in one request (default {MAX_INPUTS})")
     p.set_defaults(func=serve_command)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got '{text}'")
+    return int(text)
 
 
 def serve_command(args: argparse.Namespace) -> int:

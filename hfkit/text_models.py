@@ -1,8 +1,8 @@
 """Model creation (transformers, text tasks): a Hub id or a local folder, with its tokenizer.
 
 Kept apart from :mod:`hfkit.models` (timm) so that a text prediction imports no timm, nor an image
-prediction transformers: each is a second or more of start-up on a small CPU. (Training imports
-both: the loop takes timm's optimizers and transformers' schedules.)
+prediction transformers: each is a second or more of start-up on a small CPU. (Training an image
+model imports timm alone: the loop takes timm's optimizers and torch's LambdaLR.)
 """
 
 from __future__ import annotations

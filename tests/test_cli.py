@@ -22,6 +22,8 @@ from hfkit.cli import main
     (["generate", "--model", "m", "--prompt", "p", "--top-k", "x"], "--top-k: expected a number, got 'x'"),
     (["qa", "--model", "m", "--question", "q", "--context", "c", "--top-k", "-2"], "--top-k: must be >= 1"),
     (["finetune", "--recipe", "hymenoptera", "--max-steps", "0"], "--max-steps: must be >= 1"),
+    (["serve", "m", "--max-inputs", "0"], "--max-inputs: must be a whole number >= 1, got '0'"),
+    (["serve", "m", "--max-batch", "-3"], "--max-batch: must be a whole number >= 1, got '-3'"),
 ])
 def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -38,6 +40,7 @@ def test_out_of_range_arguments_are_refused_before_anything_loads(argv, message,
     ("model.name=./no-such-model", "model.name: no folder './no-such-model' (looked in "),
     # offline (the tests' HF_HUB_OFFLINE) and not in the cache
     ("model.name=hf-hub:nobody/none", "model.name: 'hf-hub:nobody/none' is neither a folder here"),
+    ("model.name=hf-hub:nobody/none@v1", "model.name: 'hf-hub:nobody/none@v1' is neither a folder here"),
 ])
 def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, message, tmp_path, capsys):
     # the data folder does not exist: the name is judged first, not minutes of loading later
@@ -46,6 +49,16 @@ def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, me
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
+
+
+def test_a_model_name_beside_a_weights_path_is_not_judged(tmp_path, capsys):
+    # model.pretrained names what loads: the name's repo need not be here (the README's offline set-up)
+    argv = ["finetune", "--recipe", "hymenoptera", "--set", f"data.path={tmp_path / 'none'}",
+            "--set", "model.name=hf-hub:nobody/none", "--set", f"model.pretrained={tmp_path}",
+            "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.name" not in err and "none" in err, err
 
 
 def test_data_of_another_kind_or_the_folder_above_it_says_so(tiny_bert_dir, tmp_path, capsys):
@@ -68,7 +81,8 @@ def test_data_of_another_kind_or_the_folder_above_it_says_so(tiny_bert_dir, tmp_
 
     err = refusal("hymenoptera", texts)
     assert (f"data.path '{texts}' holds texts (columns: text, label), not the images that "
-            "image-classification recipes train on. Recipes for texts: gpt2, imdb") in err
+            "image-classification recipes train on (a column of image paths? name it with "
+            "data.image_column). Recipes for texts: gpt2, imdb") in err
     err = refusal("imdb", images, f"model.name={tiny_bert_dir}")
     assert "holds images (columns: image, label), not the texts that text-classification recipes" in err
     assert "Recipes for images: cifar10, hymenoptera, tiny-imagenet" in err
@@ -78,6 +92,13 @@ def test_data_of_another_kind_or_the_folder_above_it_says_so(tiny_bert_dir, tmp_
     err = refusal("hymenoptera", tmp_path / "data")
     assert f"data.path '{tmp_path / 'data'}' gives images but no classes" in err
     assert "It holds ants-bees, other: is the data set one of them? Give that folder." in err
+    # a data set whose splits hold loose images: no hint about the folders inside
+    loose = tmp_path / "loose"
+    for split in ("train", "val"):
+        (loose / split).mkdir(parents=True)
+        make_image((1, 2, 3)).save(loose / split / "a.jpg")
+    err = refusal("hymenoptera", loose)
+    assert f"{loose / 'train'} holds images but no class folders: put each class's images" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

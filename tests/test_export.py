@@ -253,6 +253,15 @@ def test_an_export_into_a_model_folder_is_refused_and_leaves_it_as_it_was(cifar_
     with pytest.raises(ValueError, match="is a folder that is not an earlier export and holds all_results"):
         export(str(run), out_dir=str(image_run))
     assert contents(run) == before and not read_result(str(run)).onnx and not (image_run / ONNX_FILE).exists()
+    # another tool's ONNX folder is no earlier export of hfkit's; one hfkit's export left cut short is
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / ONNX_FILE).write_bytes(b"their model")
+    with pytest.raises(ValueError, match="is a folder that is not an earlier export and holds model.onnx"):
+        export(str(run), out_dir=str(tmp_path / "theirs"))
+    assert (tmp_path / "theirs" / ONNX_FILE).read_bytes() == b"their model"
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "model.unchecked.onnx.data").write_bytes(b"half of the weights")
+    assert export(str(run), out_dir=str(tmp_path / "cut")).checks[1].top1_agreement == 1.0
     # an empty folder, then the same export folder again: both fine
     (tmp_path / "empty").mkdir()
     for _ in range(2):

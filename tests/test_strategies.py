@@ -10,7 +10,7 @@ import timm
 import torch
 from conftest import tiny_image_overrides
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, get_scheduler
+from transformers import AutoModelForSequenceClassification
 
 import hfkit.training
 from hfkit import cli
@@ -36,7 +36,7 @@ def test_layer_decay_gives_timm_groups_decayed_lrs_that_the_schedule_keeps():
     assert all(g["weight_decay"] == 0 for g in optimizer.param_groups if g["params"][0].ndim == 1)
     # LambdaLR multiplies each group's initial lr by one factor: warmup and cosine keep the ratios
     initial = [g["lr"] for g in optimizer.param_groups]
-    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=2, num_training_steps=10)
+    scheduler = hfkit.training.make_scheduler(optimizer, "cosine", warmup_steps=2, total_steps=10)
     for _ in range(4):
         optimizer.step()
         scheduler.step()

@@ -86,7 +86,7 @@ def _no_classes(path: str) -> str:
     local = Path(path).expanduser()
     inside = sorted(d.name for d in local.iterdir() if d.is_dir() and not d.name.startswith(".")) \
         if local.is_dir() else []
-    if inside:
+    if inside and not {"train", *EVAL_SPLIT_NAMES} & set(inside):  # split folders: the data set itself
         message += (f". It holds {', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''}: is the data set "
                     "one of them? Give that folder")
     return message + "."
@@ -114,6 +114,10 @@ def check_class_folders(path: str) -> None:
                 raise ValueError(f"class folder {folder} is empty: add its images, or remove the folder "
                                  "if the class is not wanted")
     train = by_split["train"]
+    if not train and any(f.is_file() and not f.name.startswith(".") for f in (root / "train").iterdir()):
+        # datasets would name the classes after the splits, with no label on any image
+        raise ValueError(f"{root / 'train'} holds images but no class folders: put each class's images in a "
+                         "folder of its own (train/ants/1.jpg, train/bees/2.jpg; val/ likewise)")
     if len(train) == 1:
         raise ValueError(f"{root / 'train'} holds one class folder "
                          f"('{next(iter(train))}'): classification needs a folder per class, two or more")

@@ -65,9 +65,11 @@ def check_kind(ds: datasets.Dataset, path: str, task: str) -> None:
         return
     takers = [t.name for t in TASKS.values() if t.data == has[0]]
     recipes = [name for name in list_recipes() if load_recipe(name).task in takers]
+    column = {"images": " (a column of image paths? name it with data.image_column)",
+              "texts": " (name the column that holds them with data.text_column)"}.get(wanted, "")
     raise ValueError(f"data.path '{path}' holds {has[0]} (columns: {', '.join(ds.column_names)}), not the "
-                     f"{wanted} that {task} recipes train on. Recipes for {has[0]}: {', '.join(recipes)} "
-                     "(`hfkit recipes`); or give data.path the data this recipe is for.")
+                     f"{wanted} that {task} recipes train on{column}. Recipes for {has[0]}: "
+                     f"{', '.join(recipes)} (`hfkit recipes`); or give data.path this recipe's data.")
 
 
 def load_splits(path: str) -> datasets.DatasetDict:
