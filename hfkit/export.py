@@ -165,9 +165,10 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
     out = Path(out_dir).expanduser() if out_dir else Path(run_dir).expanduser() / "onnx"
     _check_out(out, run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / REPORT_FILE).is_file():  # marks the folder as hfkit's export from now on, also if it fails
-        (out / REPORT_FILE).write_text(json.dumps({"source": str(run_dir), "status": "not finished"}) + "\n",
-                                       encoding="utf-8")
+    # marks the folder as hfkit's export from now on, also if it fails; replaces an earlier report,
+    # whose models _write_checked removes
+    (out / REPORT_FILE).write_text(json.dumps({"source": str(run_dir), "status": "not finished"}) + "\n",
+                                   encoding="utf-8")
     job: TaskExport = found.task.load("exporter")(found)
     report = ExportReport(str(run_dir), str(out), found.task.name, 0.0, 0)
     _write_checked(job, out, report, progress)
@@ -185,8 +186,6 @@ def export(run_dir: str, out_dir: str | None = None, quantize: str | None = None
             _add_accuracies(job, out, report, *examples)
     (out / REPORT_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
     return report
-
-
 
 
 def _check_out(out: Path, run_dir: str) -> None:

@@ -185,7 +185,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, warmup_steps
                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup from 0, then ``schedule`` (cosine or linear to 0, or constant): torch's LambdaLR
     with transformers' formulas (``get_cosine_schedule_with_warmup`` and kin), written here because
-    importing ``transformers.optimization`` costs a second (it loads peft and scipy) of every image
+    importing ``transformers.optimization`` costs about 0.7 s (it loads peft and scipy) of every image
     run's start-up. Unlike transformers' ``constant``, constant warms up too, as the recipe says."""
     if schedule not in ("cosine", "linear", "constant"):
         raise ValueError(f"unknown schedule '{schedule}': cosine, linear or constant")
