@@ -84,12 +84,16 @@ def _no_classes(path: str) -> str:
     message = (f"data.path '{path}' gives images but no classes: an image folder holds one folder per "
                "class (ants/1.jpg, bees/2.jpg), or train/ and val/ each holding them")
     local = Path(path).expanduser()
-    inside = sorted(d.name for d in local.iterdir() if d.is_dir() and not d.name.startswith(".")) \
-        if local.is_dir() else []
+    inside = list(_folders(local)) if local.is_dir() else []
     if inside and not {"train", *EVAL_SPLIT_NAMES} & set(inside):  # split folders: the data set itself
         message += (f". It holds {', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''}: is the data set "
                     "one of them? Give that folder")
     return message + "."
+
+
+def _folders(parent: Path) -> dict[str, Path]:
+    """The folders in ``parent`` by name, sorted, without hidden ones."""
+    return {d.name: d for d in sorted(parent.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
 
 def check_class_folders(path: str) -> None:
@@ -101,13 +105,10 @@ def check_class_folders(path: str) -> None:
         return
     root = dataset_root(local)
 
-    def folders(parent: Path) -> dict[str, Path]:
-        return {d.name: d for d in sorted(parent.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-
-    top = folders(root)
+    top = _folders(root)
     if "train" not in top:  # not a split/class layout
         return
-    by_split = {name: folders(d) for name, d in top.items() if name == "train" or name in EVAL_SPLIT_NAMES}
+    by_split = {name: _folders(d) for name, d in top.items() if name == "train" or name in EVAL_SPLIT_NAMES}
     for classes in by_split.values():
         for folder in classes.values():
             if not any(f.is_file() and not f.name.startswith(".") for f in folder.rglob("*")):
