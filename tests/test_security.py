@@ -23,6 +23,7 @@ import torch
 from conftest import write_chinese_qa_model, write_toy_cmrc
 
 from hfkit.cli import main
+from hfkit.data import archives
 
 
 class Payload:
@@ -195,7 +196,7 @@ def _archive_overwriting(victim: Path, archive: Path, extract_root_depth: int) -
 
 
 def test_an_archive_that_writes_outside_its_folder_is_refused(tmp_path, capsys):
-    cache = Path(datasets.config.HF_DATASETS_CACHE).resolve() / "downloads" / "extracted" / ("0" * 64)
+    cache = Path(datasets.config.HF_DATASETS_CACHE).resolve() / archives.FOLDER / ("0" * 33)
     depth = len(cache.relative_to("/").parts)
     victim = tmp_path.joinpath(*["deep"] * depth) / "victim.txt"
     victim.parent.mkdir(parents=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import tarfile
-import tempfile
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from hfkit.data.archives import is_archive, unpack
 from hfkit.data.layouts import ARCHIVES, detect_layout
 from hfkit.offline import load_hub_dataset
 from hfkit.tasks import TASKS
@@ -150,37 +149,20 @@ def download_archive(url: str) -> Path:
         raise ConnectionError(
             f"could not download {url} ({type(e).__name__}: {e}).\nDownload and unpack it by hand, "
             "then pass --set data.path=/path/to/the/unpacked/folder") from e
-    refuse_unsafe_tar(Path(archive), url)
-    extracted = manager.extract(archive)
+    if not is_archive(Path(archive)):
+        raise ValueError(f"{url} is not a zip or tar archive: download it by hand and pass its path as "
+                         "data.path, or the folder it unpacks into")
+    extracted = unpack(Path(archive), url, cache)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(str(extracted))
-    return dataset_root(Path(extracted))
+    return dataset_root(extracted)
 
 
 def extract_archive(archive: Path) -> Path:
-    refuse_unsafe_tar(archive, str(archive))
-    extracted = _download_manager(Path(datasets.config.HF_DATASETS_CACHE)).extract(str(archive))
-    return dataset_root(Path(extracted))
-
-
-def refuse_unsafe_tar(archive: Path, source: str) -> None:
-    """ValueError if a tar archive holds a member that would land outside the folder it unpacks
-    into: datasets judges a hard link's target from the link's own folder, while tarfile makes the
-    link from the extraction root, so a crafted link passes that check and a later member of the
-    same name writes through it into any file deep enough in the tree. Python's own "data" filter
-    judges each member as extraction will (links, absolute paths, device files)."""
-    if not (archive.is_file() and tarfile.is_tarfile(archive)):
-        return
-    root = Path(tempfile.gettempdir()) / "hfkit-extract"  # any folder: only escapes are judged
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            try:
-                tarfile.data_filter(member, str(root))
-            except tarfile.FilterError as e:
-                raise ValueError(
-                    f"{source}: refused to unpack it: its member {member.name!r} would be written "
-                    f"outside the extraction folder ({e}). Unpack a trusted copy by hand and pass "
-                    "--set data.path=/path/to/the/unpacked/folder") from e
+    if not is_archive(archive):
+        raise ValueError(f"data.path: '{archive}' is named like an archive but is neither a zip nor a tar "
+                         "file (a download cut short?): download it again")
+    return dataset_root(unpack(archive, str(archive), Path(datasets.config.HF_DATASETS_CACHE)))
 
 
 def _download_manager(cache: Path) -> datasets.DownloadManager:
