@@ -51,6 +51,25 @@ def test_names_only_a_library_knows_are_judged_before_the_data_loads(setting, me
     assert message in err and "Traceback" not in err, err
 
 
+def test_a_hub_model_cached_under_a_tag_is_found_offline_by_that_tag_only(tmp_path, monkeypatch):
+    # the Hub cache's own layout: refs/<tag> holds the commit whose snapshot has the files
+    import huggingface_hub.constants
+
+    from hfkit.offline import check_model_source
+
+    repo = tmp_path / "models--someone--tagged"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "v1").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_model_source("hf-hub:someone/tagged@v1", "model.name")  # no error: it loads from there
+    check_model_source(f"hf-hub:someone/tagged@{'0' * 40}", "model.name")
+    with pytest.raises(RuntimeError, match="'hf-hub:someone/tagged' is neither a folder here"):
+        check_model_source("hf-hub:someone/tagged", "model.name")  # main was never fetched
+
+
 def test_a_model_name_beside_a_weights_path_is_not_judged(tmp_path, capsys):
     # model.pretrained names what loads: the name's repo need not be here (the README's offline set-up)
     argv = ["finetune", "--recipe", "hymenoptera", "--set", f"data.path={tmp_path / 'none'}",
