@@ -184,14 +184,27 @@ def qa_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
-    from hfkit.evaluation import evaluate_qa
+    from hfkit.results import read_result
 
-    _qa_settings(args)
-
-    results = evaluate_qa(args.model, args.data, split=args.split, output_dir=args.output_dir,
-                          max_samples=args.max_samples, batch_size=args.batch_size,
-                          max_answer_length=args.max_answer_length, doc_stride=args.doc_stride,
-                          max_length=args.max_length, scorer=args.scorer, precision=args.precision)
+    task = read_result(args.model).task
+    if not task.evaluator:
+        raise ValueError(f"'{args.model}' is a {task.name} model, which hfkit evaluate does not score "
+                         "(it scores image and text classifiers and extractive QA models); its run's "
+                         "eval_results.json holds what training measured")
+    common = {"split": args.split, "output_dir": args.output_dir, "max_samples": args.max_samples,
+              "batch_size": args.batch_size}
+    if task.name == "question-answering":
+        _qa_settings(args)
+        common |= {k: getattr(args, k) for k in ("max_answer_length", "doc_stride", "max_length", "scorer",
+                                                 "precision")}
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in ("max_answer_length", "doc_stride", "max_length")
+                 if getattr(args, k) is not None]
+        given += ["--scorer"] * (args.scorer != "auto") + ["--precision"] * (args.precision != "fp32")
+        if given:
+            raise ValueError(f"{', '.join(given)}: options for QA models; '{args.model}' is a "
+                             f"{task.name} model")
+    results = task.load("evaluator")(args.model, args.data, **common)
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 
@@ -319,7 +332,9 @@ EXAMPLES = {
                 "hfkit predict --model runs/ants/onnx bee.jpg  # an export folder: onnxruntime"],
     "generate": ['hfkit generate --model runs/gpt2 --prompt "Once upon a time" --temperature 0.8 --seed 0'],
     "qa": ['hfkit qa --model runs/cmrc2018 --question "谁是人工智能之父？" --context-file page.txt'],
-    "evaluate": ["hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json"],
+    "evaluate": ["hfkit evaluate --model runs/ants --data ./more_ants_and_bees",
+                 "hfkit evaluate --model runs/imdb --data ../shared/data/imdb --max-samples 2000",
+                 "hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json"],
     "download": ["hfkit download uer/roberta-base-chinese-extractive-qa --to ./models/qa",
                  "hfkit download stanfordnlp/imdb --repo-type dataset --to ./data/imdb"],
     "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
@@ -392,14 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow an empty answer when the model says the context has none")
     _add_qa_arguments(p)
     p.set_defaults(func=qa_command)
-    p = sub.add_parser("evaluate", help="score an extractive QA model on SQuAD-style data (EM/F1)")
-    p.add_argument("--model", required=True, help="model folder or Hub id")
-    p.add_argument("--data", required=True, help="SQuAD-style JSON file, folder or Hub data set id")
-    p.add_argument("--split", help="split to score (default: validation/dev, else the only one)")
-    p.add_argument("--output-dir", help="where predictions go (default: <model>/eval-<data>)")
-    p.add_argument("--max-samples", type=POSITIVE, help="score only the first N questions")
+    p = sub.add_parser("evaluate", help="score a classifier (accuracy, F1, confusion matrix) or an "
+                                        "extractive QA model (EM/F1) on labelled data")
+    p.add_argument("--model", required=True, help="result folder, export folder, model folder or Hub id")
+    p.add_argument("--data", required=True,
+                   help="what data.path takes: an image folder, a data file, an archive, a Hub data set id; "
+                        "SQuAD-style JSON for QA")
+    p.add_argument("--split", help="split to score (default: validation/val/test, else the only one)")
+    p.add_argument("--output-dir", help="where results and predictions go (default: <model>/eval-<data>)")
+    p.add_argument("--max-samples", type=POSITIVE,
+                   help="score only N examples (QA: the first N questions; classifiers: a seeded random N)")
     p.add_argument("--batch-size", type=POSITIVE,
-                   help="windows per forward pass (default: 4 on CPU, 32 on GPU)")
+                   help="inputs per forward pass (QA: windows, default 4 on CPU, 32 on GPU; classifiers: 32)")
     p.add_argument("--scorer", choices=["auto", "cmrc2018", "squad"], default="auto",
                    help="EM/F1 definition (auto: cmrc2018 for Chinese, else squad)")
     _add_qa_arguments(p)

@@ -1,4 +1,10 @@
-"""Scoring a trained model on a data set outside training: ``hfkit evaluate``."""
+"""Scoring a trained model on a data set outside training: ``hfkit evaluate``.
+
+Each task's scorer is named by its ``Task.evaluator`` (hfkit.tasks): extractive QA by EM/F1 as the
+official scorers define them, image and text classifiers by the metrics training reports, with
+the same preprocessing as ``hfkit predict`` (through the task's predictor, so an ONNX export is
+scored with onnxruntime).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from hfkit.qa import write_predictions
 from hfkit.results import QA_DEFAULTS
 
 QUESTIONS_PER_CHUNK = 256  # progress granularity; windows are still batched by batch_size
+MISTAKES_SHOWN = 16  # images in mistakes.png
+TEXT_KEPT = 200  # characters of each text in predictions.json
 
 
 def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str | None = None,
@@ -58,6 +66,133 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
     (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     results["output_dir"] = str(out)
     return results
+
+
+def evaluate_classifier(model: str, data: str, split: str | None = None, output_dir: str | None = None,
+                        max_samples: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """Loss, accuracy, F1 and per-class accuracy of an image or text classifier on a labelled data
+    set (anything ``data.path`` reads); writes eval_results.json, predictions.json (one row per
+    example, best class and its probability), confusion_matrix.png and, for images, mistakes.png
+    into ``output_dir``. The data's classes are matched to the model's by name."""
+    import numpy as np
+
+    from hfkit.objectives import classification_metrics
+    from hfkit.plots import plot_confusion_matrix
+    from hfkit.results import read_result
+
+    found = read_result(model)
+    examples = _labelled(found.task.data, data, split, max_samples)
+    classifier = found.predictor()(model)
+    labels = list(classifier.labels)
+    truth = _model_classes(examples["names"], labels, model)
+    started = time.perf_counter()
+    ranked, skipped = _rank_all(classifier, examples["inputs"], len(labels), batch_size or 32)
+    seconds = time.perf_counter() - started
+    kept = [i for i, r in enumerate(ranked) if r is not None]
+    if not kept:
+        raise ValueError(f"none of the {len(ranked)} examples of {data} could be read")
+    y = np.asarray([truth[examples["labels"][i]] for i in kept])
+    best = [dict(ranked[i]) for i in kept]
+    preds = np.asarray([labels.index(ranked[i][0][0]) for i in kept])
+    losses = np.asarray([-np.log(max(b[labels[t]], 1e-12)) for b, t in zip(best, y)])
+    scores = classification_metrics(preds, y, losses)
+    scores["eval_per_class_accuracy"] = dict(zip(labels, scores["eval_per_class_accuracy"]))
+    out = Path(output_dir) if output_dir else _default_output(model, data)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"input": _shown(examples["inputs"][i]), "label": labels[t], "prediction": ranked[i][0][0],
+             "score": round(ranked[i][0][1], 6)} for i, t in zip(kept, y)]
+    (out / "predictions.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
+    plot_confusion_matrix(y, preds, labels, out / "confusion_matrix.png")
+    wrong = [k for k in range(len(kept)) if preds[k] != y[k]]
+    if found.task.data == "images" and wrong:
+        _plot_mistakes(classifier, examples["inputs"], kept, wrong, y, preds, ranked, labels, out)
+    results = {**scores, "mistakes": len(wrong), "model": model, "data": data, "split": examples["split"],
+               "examples": len(kept), "skipped_files": skipped, "seconds": round(seconds, 3),
+               "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3)}
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return {**results, "output_dir": str(out)}
+
+
+def _labelled(kind: str, data: str, split: str | None, max_samples: int | None) -> dict[str, Any]:
+    """The split's inputs (image bytes or paths, or texts), class indices, class names and split
+    name, read by the training data loaders (same columns, same checks)."""
+    import datasets
+
+    from hfkit.recipes import DataArgs
+
+    if kind == "images":
+        from hfkit.data.images import load_image_splits
+        from hfkit.data.sources import load_splits
+
+        name = _pick_split(list(load_splits(data)), split)
+        loaded = load_image_splits(DataArgs(path=data, train_split=name, eval_split=name,
+                                            max_eval_samples=max_samples), seed=0)
+        ds = loaded.eval
+        entries = ds.cast_column(loaded.image_column, datasets.Image(decode=False))[loaded.image_column]
+        inputs = [e["bytes"] or e["path"] for e in entries]
+        return {"inputs": inputs, "labels": list(ds[loaded.label_column]), "names": loaded.label_names,
+                "split": name}
+    from hfkit.data.text import load_text_classification, read_text_splits
+
+    name = _pick_split(list(read_text_splits(DataArgs(path=data))), split)
+    loaded = load_text_classification(DataArgs(path=data, train_split=name, eval_split=name,
+                                               max_eval_samples=max_samples), seed=0)
+    return {"inputs": list(loaded.eval["text"]), "labels": list(loaded.eval["label"]),
+            "names": loaded.label_names, "split": name}
+
+
+def _model_classes(names: list[str], labels: list[str], model: str) -> list[int]:
+    """For each class of the data, the model's index of the class of that name."""
+    unknown = [n for n in names if n not in labels]
+    if unknown:
+        raise ValueError(f"the data has classes that {model} does not know: {', '.join(unknown[:10])} "
+                         f"(its classes: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}). "
+                         "Classes are matched by name: score it on data labelled with its own classes")
+    return [labels.index(n) for n in names]
+
+
+def _rank_all(classifier, inputs: list, classes: int, batch_size: int
+              ) -> tuple[list[list[tuple[str, float]] | None], list[str]]:
+    """Every class with its probability, best first, per input (None where an image is unreadable,
+    named in the second list, as training skips it)."""
+    from hfkit.data.transforms import UNREADABLE
+
+    ranked: list[list[tuple[str, float]] | None] = []
+    skipped: list[str] = []
+    with tqdm(total=len(inputs), desc="evaluating", unit="example") as bar:
+        for i in range(0, len(inputs), batch_size):
+            chunk = inputs[i:i + batch_size]
+            try:
+                ranked += classifier.predict(chunk, top_k=classes)
+            except UNREADABLE:  # one bad file: the others of its batch one by one
+                for item in chunk:
+                    try:
+                        ranked += classifier.predict([item], top_k=classes)
+                    except UNREADABLE as e:
+                        ranked.append(None)
+                        skipped.append(f"{_shown(item)} ({type(e).__name__}: {e})")
+            bar.update(len(chunk))
+    return ranked, skipped
+
+
+def _shown(item) -> str:
+    """An input as predictions.json shows it: an image's path, a text's beginning."""
+    if isinstance(item, bytes):
+        return "(embedded image bytes)"
+    text = str(item)
+    return text if len(text) <= TEXT_KEPT else text[:TEXT_KEPT] + " ..."
+
+
+def _plot_mistakes(classifier, inputs, kept, wrong, y, preds, ranked, labels, out: Path) -> None:
+    """The most confident mistakes: where a picture says more than the confusion matrix."""
+    from hfkit.plots import plot_prediction_grid
+
+    worst = sorted(wrong, key=lambda k: -ranked[kept[k]][0][1])[:MISTAKES_SHOWN]
+    plot_prediction_grid([classifier.load(inputs[kept[k]]) for k in worst], [int(y[k]) for k in worst],
+                         [int(preds[k]) for k in worst], labels, out / "mistakes.png",
+                         probs=[ranked[kept[k]][0][1] for k in worst],
+                         caption=f"The {len(worst)} most confident of {len(wrong)} mistakes: prediction "
+                                 "and its probability (true class)")
 
 
 def _pick_split(names: list[str], split: str | None) -> str:

@@ -83,14 +83,8 @@ class Classification:
         return {"loss": loss, "prediction": logits.argmax(-1), "label": labels}
 
     def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
-        preds, labels = gathered["prediction"], gathered["label"]
-        two_classes = max(preds.max(initial=0), labels.max(initial=0)) <= 1
-        metrics = {"eval_loss": float(gathered["loss"].mean()),
-                   **_prefixed(metric("accuracy").compute(predictions=preds, references=labels)),
-                   **_prefixed(metric("f1").compute(predictions=preds, references=labels,
-                                                    average="binary" if two_classes else "macro")),
-                   "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
-        return metrics, preds.tolist()
+        preds = gathered["prediction"]
+        return classification_metrics(preds, gathered["label"], gathered["loss"]), preds.tolist()
 
     @staticmethod
     def train_summary(loss_sum: float, correct: float, count: float) -> dict[str, float]:
@@ -145,6 +139,17 @@ def _prefixed(values: dict[str, float]) -> dict[str, float]:
 
 def _safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf
+
+
+def classification_metrics(preds: np.ndarray, labels: np.ndarray, losses: np.ndarray) -> dict[str, Any]:
+    """eval_loss, eval_accuracy, eval_f1 (binary with two classes, else macro) and
+    eval_per_class_accuracy: in training's evaluation and in ``hfkit evaluate`` alike."""
+    two_classes = max(preds.max(initial=0), labels.max(initial=0)) <= 1
+    return {"eval_loss": float(losses.mean()),
+            **_prefixed(metric("accuracy").compute(predictions=preds, references=labels)),
+            **_prefixed(metric("f1").compute(predictions=preds, references=labels,
+                                             average="binary" if two_classes else "macro")),
+            "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
 
 
 def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | None]:

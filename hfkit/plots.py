@@ -136,11 +136,12 @@ def _draw_confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequenc
 
 
 def plot_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
-                         names: Sequence[str], path: Path, probs: Sequence[float] | None = None) -> None:
+                         names: Sequence[str], path: Path, probs: Sequence[float] | None = None,
+                         caption: str | None = None) -> None:
     """Images titled 'pred 93% (true)' (the predicted class's probability when ``probs`` is given):
-    green when right, red when wrong, under a caption that says so."""
+    green when right, red when wrong, under a caption that says so (or ``caption``)."""
     with _fonts_for(names):
-        _draw_prediction_grid(images, labels, preds, names, path, probs)
+        _draw_prediction_grid(images, labels, preds, names, path, probs, caption)
 
 
 def prediction_title(pred: str, true: str, prob: float | None) -> str:
@@ -148,14 +149,15 @@ def prediction_title(pred: str, true: str, prob: float | None) -> str:
 
 
 def _draw_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Sequence[int],
-                          names: Sequence[str], path: Path, probs: Sequence[float] | None) -> None:
+                          names: Sequence[str], path: Path, probs: Sequence[float] | None,
+                          caption: str | None) -> None:
     n = len(images)
     cols = min(8, n)
     rows = (n + cols - 1) // cols
     wrong = sum(p != t for p, t in zip(preds, labels))
-    caption = textwrap.fill(f"Best model on {n} evaluation images: prediction"
-                            + (" and its probability" if probs is not None else "")
-                            + f" (true class); green right, red wrong ({wrong} wrong)",
+    caption = textwrap.fill(caption or (f"Best model on {n} evaluation images: prediction"
+                                        + (" and its probability" if probs is not None else "")
+                                        + f" (true class); green right, red wrong ({wrong} wrong)"),
                             width=22 * cols)  # a narrow grid gets it on several lines
     top = 0.2 * (caption.count("\n") + 1)  # inches for the caption
     height = 2.3 * rows + top

@@ -135,6 +135,7 @@ def describe_result(name_or_path: str) -> str:
         files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
         lines.append("files: " + ", ".join(f"{f.name} ({_size(f.stat().st_size)})" for f in files))
     lines += ["use:", f"  hfkit {task.command.format(name_or_path)}", f"  hfkit demo {name_or_path}",
+              *([f"  hfkit evaluate --model {name_or_path} --data NEW_DATA"] if task.evaluator else []),
               f"  hfkit push {name_or_path} --repo-id YOU/NAME --dry-run"]
     return "\n".join(lines)
 

@@ -57,10 +57,11 @@ class Task:
     # module:class that serves an export of it with onnxruntime (causal-lm: the loader of the
     # (model, tokenizer) that hfkit.inference.generate drives)
     onnx_predictor: str = ""
+    evaluator: str = ""  # module:function that scores its models on labelled data (hfkit evaluate)
     strategies: tuple[str, ...] = ("full",)  # the train.strategy values it trains with
     peft_task_type: str | None = None  # peft's TaskType of its LoRA models (None: a custom model, timm's)
 
-    def load(self, what: Literal["builder", "predictor", "exporter", "onnx_predictor"]):
+    def load(self, what: Literal["builder", "predictor", "exporter", "onnx_predictor", "evaluator"]):
         """The function or class named by ``builder``/``predictor``/..., imported now."""
         module, _, attribute = getattr(self, what).partition(":")
         return getattr(importlib.import_module(module), attribute)
@@ -104,6 +105,7 @@ register(Task(
     metrics=("loss", "accuracy", "f1"),
     architectures=("ForImageClassification",),
     exporter="hfkit.export:ImageExport", onnx_predictor="hfkit.export:OnnxImageClassifier",
+    evaluator="hfkit.evaluation:evaluate_classifier",
     fields=frozenset({"model.channels_last", "data.image_column", "data.label_column", "data.image_size",
                       "data.num_workers",
                       "data.cache_images", "data.hflip", "data.color_jitter", "data.auto_augment",
@@ -120,6 +122,7 @@ register(Task(
     metrics=("loss", "accuracy", "f1"),
     auto_class="AutoModelForSequenceClassification", architectures=("ForSequenceClassification",),
     exporter="hfkit.export:TextExport", onnx_predictor="hfkit.export:OnnxTextClassifier",
+    evaluator="hfkit.evaluation:evaluate_classifier",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.label_column",
                                         "data.max_length", "data.group_by_length", "train.label_smoothing",
                                         "train.unfreeze_after_epochs", "train.unfreeze_every_epochs"},
@@ -144,6 +147,7 @@ register(Task(
     metrics=("exact_match", "f1"),
     auto_class="AutoModelForQuestionAnswering", architectures=("ForQuestionAnswering",), labels=False,
     exporter="hfkit.export:QAExport", onnx_predictor="hfkit.export:OnnxQuestionAnswerer",
+    evaluator="hfkit.evaluation:evaluate_qa",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.max_length", "data.doc_stride", "data.group_by_length",
                                         "eval.max_answer_length", "eval.qa_scorer"},
     strategies=("full", "lora"), peft_task_type="QUESTION_ANS"))

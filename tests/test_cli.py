@@ -203,6 +203,7 @@ def test_show_tells_what_a_result_folder_is(image_model, capsys):
     assert "trained: recipe hymenoptera, model resnet18" in out and "1 epoch (best: epoch 1)" in out
     assert re.search(r"\nmetrics: eval_loss [\d.]+, eval_accuracy [\d.]+", out)
     assert "model.safetensors (" in out and f"  hfkit predict --model {image_model} image.jpg" in out
+    assert f"  hfkit evaluate --model {image_model} --data NEW_DATA" in out
 
 
 def test_a_missing_local_folder_is_called_a_folder_not_a_hub_repo(tmp_path, monkeypatch, capsys):

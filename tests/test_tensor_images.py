@@ -166,6 +166,19 @@ def test_tiny_imagenet_style_run_upscales_with_mixup_and_ema(tmp_path):
     assert PIL.Image.open(tmp_path / "run" / "training_curves.png").size[0] > 0
 
 
+def test_images_of_one_size_stay_small_in_memory_and_several_sizes_are_resized(tmp_path):
+    # decoding Tiny ImageNet's 64 px images at the model's 224 px held 12x their pixels in memory
+    # (15 GB for 100,000); the batch transform upscales each batch on the device instead
+    data = write_cifar_like(tmp_path / "data", per_class=2, test_per_class=1, size=24)
+    ds = datasets.load_dataset(str(data))["train"]
+    assert decode_all(ds, "img", size=40).shape[1:] == (3, 24, 24)
+    images = [PIL.Image.new("RGB", (24, 24)), PIL.Image.new("RGB", (30, 20))]
+    mixed = datasets.Dataset.from_dict({"img": images}, features=datasets.Features(img=datasets.Image()))
+    assert decode_all(mixed, "img", size=40).shape == (2, 3, 40, 40)
+    with pytest.raises(ValueError, match="images of different sizes"):
+        decode_all(mixed, "img")
+
+
 def test_serving_an_upscaled_model_feeds_it_exactly_what_evaluation_did(tmp_path):
     """24 px images, a 40 px model: predict resizes with the evaluation's own batch transform."""
     from hfkit.data.transforms import batch_augment

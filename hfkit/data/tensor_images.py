@@ -31,7 +31,8 @@ def decode_all(ds: datasets.Dataset, image_col: str, size: int | None = None,
     """Every image of ``ds`` as one uint8 tensor [N, 3, H, W] (RGB); an unreadable one is an error
     that names it.
 
-    Images must share one size, or ``size`` resizes each to ``size`` x ``size`` (bilinear).
+    Images of one size stay as they are (the batch transform resizes them on the training
+    device); images of several sizes are resized to ``size`` x ``size`` (bilinear) to be stacked.
     """
     images, _, skipped = decode_readable(ds, image_col, size, desc)
     if skipped:
@@ -48,10 +49,7 @@ def decode_readable(ds: datasets.Dataset, image_col: str, size: int | None = Non
     def load(entry) -> np.ndarray:
         source = io.BytesIO(entry["bytes"]) if entry.get("bytes") else entry["path"]
         with PIL.Image.open(source) as img:
-            img = to_rgb(img)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), PIL.Image.BILINEAR)
-            return np.asarray(img)
+            return np.asarray(to_rgb(img))
 
     # one thread: small images decode in microseconds, and threads only fight over the GIL
     # (measured: 50,000 CIFAR PNGs in ~4 s serially, ~9 s in a 2-thread pool)
@@ -66,6 +64,12 @@ def decode_readable(ds: datasets.Dataset, image_col: str, size: int | None = Non
     if not arrays:
         raise ValueError(f"no readable images in {desc.lower()}: {', '.join(skipped[:3])}, ...")
     shapes = {a.shape for a in arrays}
+    if len(shapes) > 1 and size is not None:
+        # only now: resizing images that share a size at decode (Tiny ImageNet's 64 px to 224)
+        # would hold 12x their pixels in memory, 15 GB for its 100,000 training images
+        arrays = [a if a.shape[:2] == (size, size) else
+                  np.asarray(PIL.Image.fromarray(a).resize((size, size), PIL.Image.BILINEAR)) for a in arrays]
+        shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ValueError(f"images of different sizes {sorted(shapes)[:4]}: set data.image_size to "
                          "resize them to one size, or data.in_memory=false")
@@ -128,8 +132,9 @@ def want_in_memory(args, train: datasets.Dataset, image_col: str) -> bool:
 
 def tensor_datasets(splits, seed: int, size: int | None = None
                     ) -> tuple[TensorImages, TensorImages, list[str]]:
-    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory (resized to
-    ``size`` if given: ``data.image_size``), and the unreadable files left out."""
+    """Both splits of an :class:`hfkit.data.images.ImageSplits`, decoded into memory at their own
+    size (a split of images of several sizes resized to ``size``: ``data.image_size``), and the
+    unreadable files left out."""
     made, skipped = [], []
     for name, ds in (("train", splits.train), ("eval", splits.eval)):
         images, rows, unreadable = decode_readable(ds, splits.image_column, size,

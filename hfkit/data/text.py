@@ -47,7 +47,7 @@ class TextSplits:
 
 def load_text_classification(args, seed: int) -> TextSplits:
     """Read a recipe's ``data`` section into checked train/eval splits, with seeded subsets."""
-    splits = _read_splits(args)
+    splits = read_text_splits(args)
     train_split, eval_split = pick_splits(splits, args.train_split, args.eval_split)
     if not args.text_column:
         check_kind(splits[train_split], args.path, "text-classification")
@@ -124,7 +124,7 @@ def _lengths(ds: datasets.Dataset) -> list[int]:
 
 # -- reading ------------------------------------------------------------------------------------
 
-def _read_splits(args) -> datasets.DatasetDict:
+def read_text_splits(args) -> datasets.DatasetDict:
     path = args.path
     if not path:
         raise ValueError("data.path is not set; give a Hub data set id, a folder or a file")

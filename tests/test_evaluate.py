@@ -1,0 +1,97 @@
+"""``hfkit evaluate`` of classifiers: the numbers training reports, on any labelled data set."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import make_image, write_image_folder, write_image_run, write_review_parquet
+
+from hfkit.cli import main
+from hfkit.evaluation import evaluate_classifier
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    return write_image_run(tmp_path_factory.mktemp("evaluate-images"))
+
+
+def _trained(run: Path) -> tuple[dict, list[int]]:
+    return (json.loads((run / "all_results.json").read_text()),
+            json.loads((run / "eval_predictions.json").read_text()))
+
+
+def test_an_image_run_scored_on_its_own_eval_split_gives_what_training_reported(image_run, tmp_path):
+    trained, predictions = _trained(image_run)
+    data = image_run.parent / "images"  # what write_image_run trained and evaluated on
+    results = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "eval"))
+    assert results["split"] == "validation" and results["examples"] == len(predictions) == 8
+    assert results["eval_accuracy"] == trained["eval_accuracy"]
+    assert math.isclose(results["eval_loss"], trained["eval_loss"], rel_tol=1e-4)
+    assert results["eval_f1"] == trained["eval_f1"]
+    rows = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert [["ants", "bees"].index(r["prediction"]) for r in rows] == predictions
+    assert rows[0]["input"].endswith(".jpg") and 0.5 <= rows[0]["score"] <= 1
+    assert list(results["eval_per_class_accuracy"]) == ["ants", "bees"]
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "eval" / "eval_results.json").read_text())["eval_accuracy"] == \
+        results["eval_accuracy"]
+
+
+def test_new_images_are_scored_and_the_worst_mistakes_drawn(image_run, tmp_path):
+    # a folder of class folders (no split folders): all of it is scored, an unreadable file is named
+    data = write_image_folder(tmp_path / "new", {"train": 5}, seed=500) / "train"
+    (data / "ants" / "broken.jpg").write_bytes(b"not an image")
+    right = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "eval"))
+    assert right["split"] == "train" and right["examples"] == 10
+    assert len(right["skipped_files"]) == 1 and "broken.jpg" in right["skipped_files"][0]
+    # the same images with ants filed as bees and bees as ants: each prediction that was right is wrong
+    (data / "ants").rename(data / "was-ants")
+    (data / "bees").rename(data / "ants")
+    (data / "was-ants").rename(data / "bees")
+    swapped = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "swapped"))
+    assert math.isclose(right["eval_accuracy"] + swapped["eval_accuracy"], 1.0)
+    assert swapped["mistakes"] == 10 - right["mistakes"] == round(10 * right["eval_accuracy"])
+    assert (tmp_path / "swapped" / "mistakes.png").is_file() == (swapped["mistakes"] > 0)
+    assert (tmp_path / "eval" / "mistakes.png").is_file() == (right["mistakes"] > 0)
+
+
+def test_classes_are_matched_by_name_and_unknown_ones_refused(image_run, tmp_path):
+    data = write_image_folder(tmp_path / "data", {"train": 2, "val": 2})
+    (data / "train" / "wasps").mkdir()
+    (data / "val" / "wasps").mkdir()
+    for split in ("train", "val"):
+        make_image((9, 9, 9)).save(data / split / "wasps" / "w.jpg")
+    with pytest.raises(ValueError, match="classes that .* does not know: wasps .*its classes: ants, bees"):
+        evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "eval"))
+
+
+def test_a_text_run_scored_on_its_own_eval_split_gives_what_training_reported(tiny_bert_dir, tmp_path):
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = write_review_parquet(tmp_path / "data", 96, 24)
+    run = tmp_path / "run"
+    finetune(load_recipe("imdb", [f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=32",
+                                  "train.epochs=8", "train.batch_size=16", "train.warmup_ratio=0",
+                                  "train.mixed_precision=no", "train.lr=3e-3"], output_dir=str(run)))
+    trained, predictions = _trained(run)
+    assert 0.5 < trained["eval_accuracy"] < 1  # right and wrong answers, both to be equal
+    argv = ["evaluate", "--model", str(run), "--data", str(data), "--output-dir", str(tmp_path / "e")]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "e" / "eval_results.json").read_text())
+    assert results["split"] == "test" and results["examples"] == 24
+    assert results["eval_accuracy"] == trained["eval_accuracy"]
+    assert math.isclose(results["eval_loss"], trained["eval_loss"], rel_tol=1e-4)
+    rows = json.loads((tmp_path / "e" / "predictions.json").read_text())
+    assert [["neg", "pos"].index(r["prediction"]) for r in rows] == predictions
+    assert not (tmp_path / "e" / "mistakes.png").exists()  # texts: predictions.json says it
+
+
+def test_options_of_another_task_and_models_it_cannot_score_are_refused(image_run, tiny_gpt2_dir, capsys):
+    assert main(["evaluate", "--model", str(image_run), "--data", "x", "--doc-stride", "64"]) == 2
+    assert "--doc-stride: options for QA models; " in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_gpt2_dir), "--data", "x"]) == 2
+    assert "is a causal-lm model, which hfkit evaluate does not score" in capsys.readouterr().err
