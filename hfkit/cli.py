@@ -182,28 +182,30 @@ def qa_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# evaluate's options that one task's scorer takes, with their defaults; another task's are refused
+EVALUATE_OPTIONS = {"question-answering": {"max_answer_length": None, "doc_stride": None, "max_length": None,
+                                           "scorer": "auto", "precision": "fp32"},
+                    "causal-lm": {"block_size": None}}
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     go_offline_if_unreachable()
     from hfkit.results import read_result
 
     task = read_result(args.model).task
     if not task.evaluator:
-        raise ValueError(f"'{args.model}' is a {task.name} model, which hfkit evaluate does not score "
-                         "(it scores image and text classifiers and extractive QA models); its run's "
-                         "eval_results.json holds what training measured")
-    common = {"split": args.split, "output_dir": args.output_dir, "max_samples": args.max_samples,
-              "batch_size": args.batch_size}
+        raise ValueError(f"'{args.model}' is a {task.name} model, which hfkit evaluate does not score; "
+                         "its run's eval_results.json holds what training measured")
+    own = EVALUATE_OPTIONS.get(task.name, {})
+    given = [f"--{k.replace('_', '-')}" for options in EVALUATE_OPTIONS.values()
+             for k, default in options.items() if k not in own and getattr(args, k) != default]
+    if given:
+        raise ValueError(f"{', '.join(dict.fromkeys(given))}: not an option for {task.name} models "
+                         f"('{args.model}' is one)")
     if task.name == "question-answering":
         _qa_settings(args)
-        common |= {k: getattr(args, k) for k in ("max_answer_length", "doc_stride", "max_length", "scorer",
-                                                 "precision")}
-    else:
-        given = [f"--{k.replace('_', '-')}" for k in ("max_answer_length", "doc_stride", "max_length")
-                 if getattr(args, k) is not None]
-        given += ["--scorer"] * (args.scorer != "auto") + ["--precision"] * (args.precision != "fp32")
-        if given:
-            raise ValueError(f"{', '.join(given)}: options for QA models; '{args.model}' is a "
-                             f"{task.name} model")
+    common = {"split": args.split, "output_dir": args.output_dir, "max_samples": args.max_samples,
+              "batch_size": args.batch_size} | {k: getattr(args, k) for k in own}
     results = task.load("evaluator")(args.model, args.data, **common)
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
@@ -334,7 +336,8 @@ EXAMPLES = {
     "qa": ['hfkit qa --model runs/cmrc2018 --question "谁是人工智能之父？" --context-file page.txt'],
     "evaluate": ["hfkit evaluate --model runs/ants --data ./more_ants_and_bees",
                  "hfkit evaluate --model runs/imdb --data ../shared/data/imdb --max-samples 2000",
-                 "hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json"],
+                 "hfkit evaluate --model runs/cmrc2018 --data ../shared/data/cmrc2018/cmrc2018_dev.json",
+                 "hfkit evaluate --model runs/gpt2 --data ./my_stories.txt"],
     "download": ["hfkit download uer/roberta-base-chinese-extractive-qa --to ./models/qa",
                  "hfkit download stanfordnlp/imdb --repo-type dataset --to ./data/imdb"],
     "push": ["hfkit push runs/ants --repo-id alice/resnet18-ants-bees --dry-run",
@@ -407,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow an empty answer when the model says the context has none")
     _add_qa_arguments(p)
     p.set_defaults(func=qa_command)
-    p = sub.add_parser("evaluate", help="score a classifier (accuracy, F1, confusion matrix) or an "
-                                        "extractive QA model (EM/F1) on labelled data")
+    p = sub.add_parser("evaluate", help="score a classifier (accuracy, F1, confusion matrix), an extractive "
+                                        "QA model (EM/F1) or a language model (perplexity) on data")
     p.add_argument("--model", required=True, help="result folder, export folder, model folder or Hub id")
     p.add_argument("--data", required=True,
                    help="what data.path takes: an image folder, a data file, an archive, a Hub data set id; "
@@ -416,9 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="split to score (default: validation/val/test, else the only one)")
     p.add_argument("--output-dir", help="where results and predictions go (default: <model>/eval-<data>)")
     p.add_argument("--max-samples", type=POSITIVE,
-                   help="score only N examples (QA: the first N questions; classifiers: a seeded random N)")
+                   help="score only N examples (QA: the first N questions; classifiers and language "
+                        "models: a seeded random N, texts kept in order)")
     p.add_argument("--batch-size", type=POSITIVE,
-                   help="inputs per forward pass (QA: windows, default 4 on CPU, 32 on GPU; classifiers: 32)")
+                   help="inputs per forward pass (QA: windows, default 4 on CPU, 32 on GPU; classifiers: 32; "
+                        "language models: blocks, 8)")
+    p.add_argument("--block-size", type=POSITIVE,
+                   help="language models: tokens per block (default: what the run trained with)")
     p.add_argument("--scorer", choices=["auto", "cmrc2018", "squad"], default="auto",
                    help="EM/F1 definition (auto: cmrc2018 for Chinese, else squad)")
     _add_qa_arguments(p)

@@ -3,7 +3,8 @@
 Each task's scorer is named by its ``Task.evaluator`` (hfkit.tasks): extractive QA by EM/F1 as the
 official scorers define them, image and text classifiers by the metrics training reports, with
 the same preprocessing as ``hfkit predict`` (through the task's predictor, so an ONNX export is
-scored with onnxruntime).
+scored with onnxruntime), causal language models by the perplexity training reports, on the same
+blocks of tokens.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hfkit.results import QA_DEFAULTS
 QUESTIONS_PER_CHUNK = 256  # progress granularity; windows are still batched by batch_size
 MISTAKES_SHOWN = 16  # images in mistakes.png
 TEXT_KEPT = 200  # characters of each text in predictions.json
+LM_BATCH_SIZE = 8  # blocks per forward pass of a causal LM, unless --batch-size says
 
 
 def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str | None = None,
@@ -111,6 +113,75 @@ def evaluate_classifier(model: str, data: str, split: str | None = None, output_
                "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3)}
     (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return {**results, "output_dir": str(out)}
+
+
+def evaluate_causal_lm(model: str, data: str, split: str | None = None, output_dir: str | None = None,
+                       max_samples: int | None = None, batch_size: int | None = None,
+                       block_size: int | None = None) -> dict[str, Any]:
+    """Loss and perplexity of a causal LM on texts (anything the ``gpt2`` recipe's ``data.path``
+    reads), computed as training's evaluation does: the texts joined into blocks of
+    ``block_size`` tokens (default: the run's, else as training chooses), the token-weighted mean
+    of the next-token losses. Writes eval_results.json and blocks.json (every block's loss and
+    perplexity with its text, hardest first: where the model is surprised) into ``output_dir``."""
+    import numpy as np
+    import torch
+
+    from hfkit.data.causal_lm import default_block_size, group_into_blocks, make_block_loader
+    from hfkit.inference import _load_causal_lm
+    from hfkit.objectives import CausalLM
+    from hfkit.results import read_result
+
+    found = read_result(model)
+    # a Hub data set's configuration, as the run's recipe named it (wikitext-2-raw-v1)
+    config = found.recipe.get("data", {}).get("config") if found.recipe.get("data", {}).get("path") == data \
+        else None
+    texts, name = _lm_texts(data, config, split, max_samples)
+    lm, tokenizer = _load_causal_lm(model, None)
+    block = block_size or found.results.get("block_size") or default_block_size(tokenizer, lm.config)
+    blocks = group_into_blocks(texts, tokenizer, block)
+    objective, parts = CausalLM(), []
+    started = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=len(blocks), desc="evaluating", unit="block") as bar:
+        for batch in make_block_loader(blocks, batch_size or LM_BATCH_SIZE, False, 0):
+            parts.append({k: v.float().numpy() for k, v in objective.eval_batch(
+                lm, {k: v.to(lm.device) for k, v in batch.items()}).items()})
+            bar.update(len(batch["input_ids"]))
+    seconds = time.perf_counter() - started
+    gathered = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    scores, _ = objective.metrics(gathered)
+    out = Path(output_dir) if output_dir else _default_output(model, data)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_blocks(blocks, gathered, tokenizer, out / "blocks.json")
+    tokens = int(gathered["tokens"].sum())
+    results = {**scores, "model": model, "data": data, "split": name, "texts": len(texts),
+               "blocks": len(blocks), "block_size": block, "tokens_scored": tokens,
+               "seconds": round(seconds, 3), "tokens_per_second": round(tokens / max(seconds, 1e-9), 3)}
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return {**results, "output_dir": str(out)}
+
+
+def _lm_texts(data: str, config: str | None, split: str | None, max_samples: int | None):
+    """The split's texts (a seeded random ``max_samples`` of them, kept in order), read as the
+    ``gpt2`` recipe reads ``data.path``; with the split's name."""
+    from hfkit.data.causal_lm import load_lm_splits, load_lm_texts
+    from hfkit.recipes import DataArgs
+
+    name = _pick_split(list(load_lm_splits(DataArgs(path=data, config=config))), split)
+    _, texts = load_lm_texts(DataArgs(path=data, config=config, train_split=name, eval_split=name,
+                                      max_eval_samples=max_samples), seed=0)
+    return texts, name
+
+
+def _write_blocks(blocks, gathered: dict, tokenizer, path: Path) -> None:
+    """blocks.json: each block's loss and perplexity and its text, the hardest first."""
+    from hfkit.objectives import safe_exp
+
+    losses = gathered["loss_sum"] / gathered["tokens"].clip(min=1)
+    order = sorted(range(len(losses)), key=lambda i: -losses[i])
+    ids = blocks["input_ids"]
+    rows = [{"block": i, "loss": round(float(losses[i]), 6), "perplexity": round(safe_exp(losses[i]), 3),
+             "text": _shown(tokenizer.decode(ids[i]))} for i in order]
+    path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
 def _labelled(kind: str, data: str, split: str | None, max_samples: int | None) -> dict[str, Any]:

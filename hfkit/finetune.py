@@ -155,15 +155,14 @@ def build_text_classification(recipe: Recipe) -> Run:
 
 
 def build_causal_lm(recipe: Recipe) -> Run:
-    from hfkit.data.causal_lm import group_into_blocks, load_lm_texts, make_block_loader
+    from hfkit.data.causal_lm import default_block_size, group_into_blocks, load_lm_texts, make_block_loader
     from hfkit.text_models import create_text_model, text_model_saver
 
     t = recipe.train
     train_texts, eval_texts = load_lm_texts(recipe.data, t.seed)
     model, tokenizer = create_text_model(recipe.model, recipe.task)
     model = adapt(model, recipe)
-    block = recipe.data.block_size or min(1024, tokenizer.model_max_length,
-                                          getattr(model.config, "n_positions", 1024))
+    block = recipe.data.block_size or default_block_size(tokenizer, model.config)
     train_ds = group_into_blocks(train_texts, tokenizer, block)
     eval_ds = group_into_blocks(eval_texts, tokenizer, block)
     train_loader = make_block_loader(train_ds, t.batch_size, True, t.seed)

@@ -118,7 +118,7 @@ class CausalLM:
     @staticmethod
     def train_summary(loss_sum: float, _: float, tokens: float) -> dict[str, float]:
         loss = loss_sum / max(tokens, 1)
-        return {"train_loss": loss, "train_perplexity": _safe_exp(loss)}
+        return {"train_loss": loss, "train_perplexity": safe_exp(loss)}
 
 
 @functools.cache
@@ -137,7 +137,7 @@ def _prefixed(values: dict[str, float]) -> dict[str, float]:
     return {f"eval_{k}": float(v) for k, v in values.items()}
 
 
-def _safe_exp(x: float) -> float:
+def safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf
 
 

@@ -135,6 +135,7 @@ register(Task(
     metrics=("loss", "perplexity"),
     auto_class="AutoModelForCausalLM", architectures=("ForCausalLM", "LMHeadModel"), labels=False,
     exporter="hfkit.export:CausalLMExport", onnx_predictor="hfkit.export:load_onnx_causal_lm",
+    evaluator="hfkit.evaluation:evaluate_causal_lm",
     fields=TEXT_FIELDS | LORA_FIELDS | {"data.config", "data.text_column", "data.block_size"},
     strategies=("full", "lora"), peft_task_type="CAUSAL_LM"))
 register(Task(

@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import make_image, write_image_folder, write_image_run, write_review_parquet
+from conftest import REPETITIVE, make_image, write_image_folder, write_image_run, write_review_parquet
 
 from hfkit.cli import main
-from hfkit.evaluation import evaluate_classifier
+from hfkit.evaluation import evaluate_causal_lm, evaluate_classifier
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,76 @@ def test_a_text_run_scored_on_its_own_eval_split_gives_what_training_reported(ti
     assert not (tmp_path / "e" / "mistakes.png").exists()  # texts: predictions.json says it
 
 
-def test_options_of_another_task_and_models_it_cannot_score_are_refused(image_run, tiny_gpt2_dir, capsys):
+def test_options_of_another_task_are_refused(image_run, tiny_gpt2_dir, capsys):
     assert main(["evaluate", "--model", str(image_run), "--data", "x", "--doc-stride", "64"]) == 2
-    assert "--doc-stride: options for QA models; " in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tiny_gpt2_dir), "--data", "x"]) == 2
-    assert "is a causal-lm model, which hfkit evaluate does not score" in capsys.readouterr().err
+    assert "--doc-stride: not an option for image-classification models" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(image_run), "--data", "x", "--block-size", "64"]) == 2
+    assert "--block-size: not an option for image-classification" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tiny_gpt2_dir), "--data", "x", "--scorer", "squad"]) == 2
+    assert "--scorer: not an option for causal-lm models" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def lm_run(tiny_gpt2_dir, tmp_path_factory) -> Path:
+    """A tiny GPT-2 trained on the repetitive sentence, with a validation file of it and of other words."""
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    root = tmp_path_factory.mktemp("evaluate-lm")
+    (root / "texts").mkdir()
+    (root / "texts" / "train.txt").write_text("\n".join([REPETITIVE] * 30))
+    story = "once upon a time there was a story . " * 3
+    (root / "texts" / "validation.txt").write_text("\n".join([REPETITIVE] * 3 + [story] * 3))
+    overrides = [f"data.path={root / 'texts'}", "data.config=null", f"model.name={tiny_gpt2_dir}",
+                 "data.block_size=16", "train.epochs=2", "train.batch_size=8", "train.lr=3e-3",
+                 "train.mixed_precision=no"]
+    finetune(load_recipe("gpt2", overrides, output_dir=str(root / "run")))
+    return root / "run"
+
+
+def test_a_language_model_scored_on_its_own_eval_split_gives_what_training_reported(lm_run, tmp_path):
+    trained = json.loads((lm_run / "all_results.json").read_text())
+    argv = ["evaluate", "--model", str(lm_run), "--data", str(lm_run.parent / "texts"),
+            "--output-dir", str(tmp_path / "e"), "--batch-size", "3"]  # batches unlike training's
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "e" / "eval_results.json").read_text())
+    assert results["split"] == "validation" and results["block_size"] == 16 == trained["block_size"]
+    assert results["blocks"] == trained["eval_samples"]
+    assert math.isclose(results["eval_loss"], trained["eval_loss"], rel_tol=1e-5)
+    assert math.isclose(results["eval_perplexity"], trained["eval_perplexity"], rel_tol=1e-5)
+    assert results["tokens_scored"] == results["blocks"] * 15  # each block predicts all but its first token
+    rows = json.loads((tmp_path / "e" / "blocks.json").read_text())
+    assert len(rows) == results["blocks"] and sorted(r["block"] for r in rows) == list(range(len(rows)))
+    losses = [r["loss"] for r in rows]
+    assert losses == sorted(losses, reverse=True) and losses[0] > losses[-1]
+    assert math.isclose(rows[0]["perplexity"], math.exp(losses[0]), rel_tol=1e-3)
+    # the hardest block holds the story the model never saw, the easiest only its training sentence
+    assert "time" in rows[0]["text"] and "time" not in rows[-1]["text"]
+
+
+def test_a_language_model_on_new_text_with_its_own_block_size(lm_run, tmp_path):
+    new = tmp_path / "new.txt"
+    new.write_text("\n".join([REPETITIVE] * 6))
+    seen = evaluate_causal_lm(str(lm_run), str(new), output_dir=str(tmp_path / "a"))
+    short = evaluate_causal_lm(str(lm_run), str(new), output_dir=str(tmp_path / "b"), block_size=8)
+    assert seen["split"] == "train" and seen["block_size"] == 16 and short["block_size"] == 8
+    assert short["blocks"] in (2 * seen["blocks"], 2 * seen["blocks"] + 1)
+    # shorter blocks: less context per predicted token, and one more first token unpredicted per block
+    assert short["tokens_scored"] == short["blocks"] * 7
+    story = tmp_path / "story.txt"
+    story.write_text("\n".join(["once upon a time there was a story . " * 4] * 6))
+    unseen = evaluate_causal_lm(str(lm_run), str(story), output_dir=str(tmp_path / "d"))
+    assert seen["eval_perplexity"] < unseen["eval_perplexity"]  # the sentence it was trained on
+    half = evaluate_causal_lm(str(lm_run), str(new), output_dir=str(tmp_path / "c"), max_samples=3)
+    assert half["texts"] == 3 and half["blocks"] < seen["blocks"]
+
+
+def test_a_language_model_export_is_scored_as_its_folder(lm_run, tmp_path):
+    from hfkit.export import export
+
+    export(str(lm_run), out_dir=str(tmp_path / "onnx"))
+    data = str(lm_run.parent / "texts")
+    folder = evaluate_causal_lm(str(lm_run), data, output_dir=str(tmp_path / "a"))
+    exported = evaluate_causal_lm(str(tmp_path / "onnx"), data, output_dir=str(tmp_path / "b"), block_size=16)
+    assert exported["blocks"] == folder["blocks"]
+    assert math.isclose(exported["eval_loss"], folder["eval_loss"], rel_tol=1e-4)

@@ -30,7 +30,7 @@ from hfkit.data.sources import (
 )
 from hfkit.offline import load_hub_dataset
 
-__all__ = ["group_into_blocks", "load_lm_texts", "make_block_loader"]
+__all__ = ["default_block_size", "group_into_blocks", "load_lm_splits", "load_lm_texts", "make_block_loader"]
 
 GROUP_BATCH_SIZE = 1000  # texts per grouping batch; each batch drops its last partial block
 
@@ -45,7 +45,7 @@ def load_lm_texts(args, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
     ``args.eval_split``, else validation/valid/val/test, else a seeded ``args.val_fraction`` of
     the training rows. Both returned data sets have the single column ``text``.
     """
-    splits = _load(args)
+    splits = load_lm_splits(args)
     train_name, eval_name = pick_splits(splits, args.train_split, args.eval_split)
     if not args.text_column:
         check_kind(splits[train_name], args.path, "causal-lm")
@@ -57,6 +57,11 @@ def load_lm_texts(args, seed: int) -> tuple[datasets.Dataset, datasets.Dataset]:
         evaluation = _texts(splits[eval_name], column, args.path, eval_name)
     return (seeded_subset(train, args.max_train_samples, seed),
             seeded_subset(evaluation, args.max_eval_samples, seed))
+
+
+def default_block_size(tokenizer, config) -> int:
+    """The block length when the recipe does not say: 1024 tokens, fewer where the model reads fewer."""
+    return min(1024, tokenizer.model_max_length, getattr(config, "n_positions", 1024))
 
 
 def group_into_blocks(ds: datasets.Dataset, tokenizer, block_size: int) -> datasets.Dataset:
@@ -105,7 +110,8 @@ def group_into_blocks(ds: datasets.Dataset, tokenizer, block_size: int) -> datas
 # ---------------------------------------------------------------------------------------------
 
 
-def _load(args) -> datasets.DatasetDict:
+def load_lm_splits(args) -> datasets.DatasetDict:
+    """Every split of ``args.path`` (with ``args.config`` for a Hub data set's configuration)."""
     path = args.path
     local = Path(path).expanduser() if path else None
     if local is not None and not local.exists() and local.suffix in FILE_BUILDERS:
