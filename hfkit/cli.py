@@ -417,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what data.path takes: an image folder, a data file, an archive, a Hub data set id; "
                         "SQuAD-style JSON for QA")
     p.add_argument("--split", help="split to score (default: validation/val/test, else the only one)")
-    p.add_argument("--output-dir", help="where results and predictions go (default: <model>/eval-<data>)")
+    p.add_argument("--output-dir", help="where results and predictions go (default: <model>/eval-<data>, "
+                        "eval-<data>-<split> with --split)")
     p.add_argument("--max-samples", type=POSITIVE,
                    help="score only N examples (QA: the first N questions; classifiers and language "
                         "models: a seeded random N, texts kept in order)")

@@ -10,6 +10,7 @@ blocks of tokens.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
     scores = metric(scorer).compute(
         predictions=[{"id": i, "prediction_text": p} for i, p in predictions.items()],
         references=[{"id": i, "answers": a} for i, a in zip(ids, ds["answers"])])
-    out = Path(output_dir) if output_dir else _default_output(model, data)
+    out = Path(output_dir) if output_dir else _default_output(model, data, split)
     out.mkdir(parents=True, exist_ok=True)
     results = {"exact_match": scores["exact_match"], "f1": scores["f1"], "scorer": scorer,
                "model": model, "data": data, "split": name, "questions": len(ds),
@@ -83,34 +84,42 @@ def evaluate_classifier(model: str, data: str, split: str | None = None, output_
     from hfkit.results import read_result
 
     found = read_result(model)
-    examples = _labelled(found.task.data, data, split, max_samples)
+    examples = _labelled(found, data, split, max_samples)
     classifier = found.predictor()(model)
     labels = list(classifier.labels)
-    truth = _model_classes(examples["names"], labels, model)
+    truth, matched = _model_classes(examples["names"], sorted(set(examples["labels"])), labels, model)
+    if matched == "by index":
+        pairs = [f"{examples['names'][c]} = {labels[truth[c]]}" for c in sorted(set(examples["labels"]))]
+        print(f"hfkit: the data's classes matched to the model's by index: {', '.join(pairs[:10])}",
+              file=sys.stderr)
     started = time.perf_counter()
-    ranked, skipped = _rank_all(classifier, examples["inputs"], len(labels), batch_size or 32)
+    probs, skipped = _probabilities(classifier, examples["inputs"], batch_size or 32)
     seconds = time.perf_counter() - started
-    kept = [i for i, r in enumerate(ranked) if r is not None]
-    if not kept:
-        raise ValueError(f"none of the {len(ranked)} examples of {data} could be read")
+    kept = np.flatnonzero(~np.isnan(probs[:, 0]))
+    if not len(kept):
+        raise ValueError(f"none of the {len(probs)} examples of {data} could be read")
+    probs = probs[kept]
     y = np.asarray([truth[examples["labels"][i]] for i in kept])
-    best = [dict(ranked[i]) for i in kept]
-    preds = np.asarray([labels.index(ranked[i][0][0]) for i in kept])
-    losses = np.asarray([-np.log(max(b[labels[t]], 1e-12)) for b, t in zip(best, y)])
-    scores = classification_metrics(preds, y, losses)
+    preds, best = probs.argmax(1), probs.max(1)
+    losses = -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))
+    scores = classification_metrics(preds, y, losses, len(labels))
     scores["eval_per_class_accuracy"] = dict(zip(labels, scores["eval_per_class_accuracy"]))
-    out = Path(output_dir) if output_dir else _default_output(model, data)
+    if len(set(y.tolist())) < 2:  # binary F1 is the second class's: 0 on photos of the first alone
+        scores["eval_f1"] = None
+    out = Path(output_dir) if output_dir else _default_output(model, data, split)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [{"input": _shown(examples["inputs"][i]), "label": labels[t], "prediction": ranked[i][0][0],
-             "score": round(ranked[i][0][1], 6)} for i, t in zip(kept, y)]
+    rows = [{"input": _shown(examples["inputs"][i], i), "label": labels[t], "prediction": labels[p],
+             "score": round(float(b), 6)} for i, t, p, b in zip(kept, y, preds, best)]
     (out / "predictions.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
     plot_confusion_matrix(y, preds, labels, out / "confusion_matrix.png")
-    wrong = [k for k in range(len(kept)) if preds[k] != y[k]]
-    if found.task.data == "images" and wrong:
-        _plot_mistakes(classifier, examples["inputs"], kept, wrong, y, preds, ranked, labels, out)
-    results = {**scores, "mistakes": len(wrong), "model": model, "data": data, "split": examples["split"],
-               "examples": len(kept), "skipped_files": skipped, "seconds": round(seconds, 3),
-               "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3)}
+    wrong = np.flatnonzero(preds != y)
+    if found.task.data == "images" and len(wrong):
+        worst = wrong[np.argsort(-best[wrong], kind="stable")][:MISTAKES_SHOWN]
+        _plot_mistakes(classifier, [examples["inputs"][kept[k]] for k in worst], y[worst], preds[worst],
+                       best[worst], len(wrong), labels, out)
+    results = {**scores, "mistakes": len(wrong), "classes_matched": matched, "model": model, "data": data,
+               "split": examples["split"], "examples": len(kept), "skipped_files": skipped,
+               "seconds": round(seconds, 3), "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3)}
     (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return {**results, "output_dir": str(out)}
 
@@ -149,7 +158,7 @@ def evaluate_causal_lm(model: str, data: str, split: str | None = None, output_d
     seconds = time.perf_counter() - started
     gathered = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     scores, _ = objective.metrics(gathered)
-    out = Path(output_dir) if output_dir else _default_output(model, data)
+    out = Path(output_dir) if output_dir else _default_output(model, data, split)
     out.mkdir(parents=True, exist_ok=True)
     _write_blocks(blocks, gathered, tokenizer, out / "blocks.json")
     tokens = int(gathered["tokens"].sum())
@@ -180,89 +189,179 @@ def _write_blocks(blocks, gathered: dict, tokenizer, path: Path) -> None:
     order = sorted(range(len(losses)), key=lambda i: -losses[i])
     ids = blocks["input_ids"]
     rows = [{"block": i, "loss": round(float(losses[i]), 6), "perplexity": round(safe_exp(losses[i]), 3),
-             "text": _shown(tokenizer.decode(ids[i]))} for i in order]
+             "text": _shown(tokenizer.decode(ids[i]), i)} for i in order]
     path.write_text(json.dumps(rows, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
-def _labelled(kind: str, data: str, split: str | None, max_samples: int | None) -> dict[str, Any]:
+def _labelled(found, data: str, split: str | None, max_samples: int | None) -> dict[str, Any]:
     """The split's inputs (image bytes or paths, or texts), class indices, class names and split
     name, read by the training data loaders (same columns, same checks)."""
     import datasets
 
-    from hfkit.recipes import DataArgs
-
-    if kind == "images":
-        from hfkit.data.images import load_image_splits
+    if found.task.data == "images":
+        from hfkit.data.images import load_image_splits as load
         from hfkit.data.sources import load_splits
 
-        name = _pick_split(list(load_splits(data)), split)
-        loaded = load_image_splits(DataArgs(path=data, train_split=name, eval_split=name,
-                                            max_eval_samples=max_samples), seed=0)
-        ds = loaded.eval
-        entries = ds.cast_column(loaded.image_column, datasets.Image(decode=False))[loaded.image_column]
-        inputs = [e["bytes"] or e["path"] for e in entries]
-        return {"inputs": inputs, "labels": list(ds[loaded.label_column]), "names": loaded.label_names,
-                "split": name}
-    from hfkit.data.text import load_text_classification, read_text_splits
+        one = _one_class(data, split)
+        if one is not None:
+            return _one_class_examples(*one, max_samples)
+        args, seed, name = _data_args(found, data, split, max_samples, lambda a: list(load_splits(a.path)))
+        loaded = load(args, seed=seed)
+        column = loaded.image_column
+        entries = loaded.eval.cast_column(column, datasets.Image(decode=False))[column]
+        inputs, labels = [e["bytes"] or e["path"] for e in entries], list(loaded.eval[loaded.label_column])
+    else:
+        from hfkit.data.text import load_text_classification as load
+        from hfkit.data.text import read_text_splits
 
-    name = _pick_split(list(read_text_splits(DataArgs(path=data))), split)
-    loaded = load_text_classification(DataArgs(path=data, train_split=name, eval_split=name,
-                                               max_eval_samples=max_samples), seed=0)
-    return {"inputs": list(loaded.eval["text"]), "labels": list(loaded.eval["label"]),
-            "names": loaded.label_names, "split": name}
-
-
-def _model_classes(names: list[str], labels: list[str], model: str) -> list[int]:
-    """For each class of the data, the model's index of the class of that name."""
-    unknown = [n for n in names if n not in labels]
-    if unknown:
-        raise ValueError(f"the data has classes that {model} does not know: {', '.join(unknown[:10])} "
-                         f"(its classes: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}). "
-                         "Classes are matched by name: score it on data labelled with its own classes")
-    return [labels.index(n) for n in names]
+        args, seed, name = _data_args(found, data, split, max_samples, lambda a: list(read_text_splits(a)))
+        loaded = load(args, seed=seed)
+        inputs, labels = list(loaded.eval["text"]), list(loaded.eval["label"])
+    return {"inputs": inputs, "labels": labels, "names": loaded.label_names, "split": name}
 
 
-def _rank_all(classifier, inputs: list, classes: int, batch_size: int
-              ) -> tuple[list[list[tuple[str, float]] | None], list[str]]:
-    """Every class with its probability, best first, per input (None where an image is unreadable,
-    named in the second list, as training skips it)."""
+def _data_args(found, data: str, split: str | None, max_samples: int | None, split_names):
+    """(DataArgs, seed, split name) that read the split to score as the training loaders read it.
+    The data a run trained on is read with the run's own settings (columns, configuration, seed),
+    so that its evaluation split is training's: the part it held out, when it had none."""
+    from hfkit.data.sources import pick_splits
+    from hfkit.recipes import DataArgs
+
+    run = found.section("data")
+    if not (run.get("path") and _same_data(str(run["path"]), data)):
+        name = _pick_split(split_names(DataArgs(path=data)), split)
+        return DataArgs(path=data, train_split=name, eval_split=name, max_eval_samples=max_samples), 0, name
+    settings = {**run, "path": data, "max_eval_samples": max_samples or run.get("max_eval_samples")}
+    seed = found.section("train").get("seed", 0)
+    names = split_names(DataArgs(**settings))
+    if split is not None:
+        name = _pick_split(names, split)
+        return DataArgs(**{**settings, "train_split": name, "eval_split": name}), seed, name
+    train, held = pick_splits(names, settings.get("train_split"), settings.get("eval_split"))
+    return DataArgs(**settings), seed, held or f"{train} (the part training held out)"
+
+
+def _same_data(a: str, b: str) -> bool:
+    """Whether two data.path values name the same data: the same Hub id, or the same local path."""
+    if a == b:
+        return True
+    first, second = Path(a).expanduser(), Path(b).expanduser()
+    return first.exists() and second.exists() and first.resolve() == second.resolve()
+
+
+def _one_class(data: str, split: str | None) -> tuple[Path, str] | None:
+    """(class folder, split name) when the images to score are all of one class: ``new/ants/*.jpg``,
+    or ``new/val/ants/*.jpg``. ``datasets`` gives such a folder no labels (one class is no
+    classification to train), but new photos of one class are a fair test of a model."""
+    from datasets.data_files import SPLIT_KEYWORDS
+
+    # folder names as datasets names their splits (val/: validation)
+    split_of = {word: str(name) for name, words in SPLIT_KEYWORDS.items() for word in words}
+    folder, name = Path(data).expanduser(), None
+    while folder.is_dir() and not _visible(folder, "files"):
+        folders = _visible(folder, "folders")
+        splits = {split_of[f]: f for f in folders if f in split_of}  # as datasets names them
+        if name is None and splits:
+            name = _pick_split(list(splits), split)
+            folder = folder / splits[name]
+        elif len(folders) == 1:
+            inner = next(iter(folders.values()))
+            if not _visible(inner, "folders"):  # datasets names a folder without splits "train"
+                return (inner, name or "train") if split in (None, name or "train") else None
+            folder = inner  # a wrapper folder (new.zip unpacked to new/)
+        else:
+            return None
+    return None
+
+
+def _visible(parent: Path, kind: str) -> dict[str, Path]:
+    """The folders (or files) in ``parent`` by name, without hidden ones."""
+    return {p.name: p for p in sorted(parent.iterdir()) if not p.name.startswith((".", "__MACOSX"))
+            and (p.is_dir() if kind == "folders" else p.is_file())}
+
+
+def _one_class_examples(folder: Path, split: str, max_samples: int | None) -> dict[str, Any]:
+    """The images of one class folder (its subfolders too), a seeded random ``max_samples`` of them."""
+    import numpy as np
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    files = sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in ImageFolder.EXTENSIONS)
+    if not files:
+        raise ValueError(f"{folder} holds no images")
+    if max_samples is not None and max_samples < len(files):
+        files = [files[i] for i in sorted(np.random.default_rng(0).choice(len(files), max_samples, False))]
+    return {"inputs": files, "labels": [0] * len(files), "names": [folder.name], "split": split}
+
+
+def _model_classes(names: list[str], present: list[int], labels: list[str], model: str
+                   ) -> tuple[list[int], str]:
+    """For each class of the data, the model's index of it (-1 for a class the data names but has
+    no example of), and how they were matched: by name; else by index where one side only numbers
+    its classes (data labelled 0/1, or a Hub model's LABEL_0/LABEL_1), as the model was trained."""
+    import re
+
+    if all(names[i] in labels for i in present):
+        return [labels.index(n) if n in labels else -1 for n in names], "by name"
+    digits = all(n.isdigit() for n in names)
+    if digits or all(re.fullmatch(r"LABEL_\d+", n) for n in labels):
+        index = [int(n) if digits else i for i, n in enumerate(names)]
+        if all(index[i] < len(labels) for i in present):
+            return index, "by index"
+    unknown = [names[i] for i in present if names[i] not in labels]
+    raise ValueError(f"the data has classes that {model} does not know: {', '.join(unknown[:10])} "
+                     f"(its classes: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''}). "
+                     "Classes are matched by name (by index only where the data or the model numbers "
+                     "them): score it on data labelled with its own classes")
+
+
+def _probabilities(classifier, inputs: list, batch_size: int):
+    """Each input's probability of each of the model's classes, in its index order: one float32
+    row per input (a row of NaN where an image is unreadable, named in the second list, as training
+    skips it). 50,000 images of 1,000 classes take 200 MB."""
+    import numpy as np
+
     from hfkit.data.transforms import UNREADABLE
 
-    ranked: list[list[tuple[str, float]] | None] = []
+    index = {name: i for i, name in enumerate(classifier.labels)}
+    probs = np.full((len(inputs), len(index)), np.nan, dtype=np.float32)
     skipped: list[str] = []
+
+    def fill(start: int, chunk: list) -> None:
+        for row, ranked in enumerate(classifier.predict(chunk, top_k=len(index)), start):
+            for name, p in ranked:
+                probs[row, index[name]] = p
+
     with tqdm(total=len(inputs), desc="evaluating", unit="example") as bar:
         for i in range(0, len(inputs), batch_size):
             chunk = inputs[i:i + batch_size]
             try:
-                ranked += classifier.predict(chunk, top_k=classes)
+                fill(i, chunk)
             except UNREADABLE:  # one bad file: the others of its batch one by one
-                for item in chunk:
+                for j, item in enumerate(chunk, i):
                     try:
-                        ranked += classifier.predict([item], top_k=classes)
+                        fill(j, [item])
                     except UNREADABLE as e:
-                        ranked.append(None)
-                        skipped.append(f"{_shown(item)} ({type(e).__name__}: {e})")
+                        skipped.append(f"{_shown(item, j)} ({type(e).__name__}: {e})")
             bar.update(len(chunk))
-    return ranked, skipped
+    return probs, skipped
 
 
-def _shown(item) -> str:
+def _shown(item, index: int) -> str:
     """An input as predictions.json shows it: an image's path, a text's beginning."""
     if isinstance(item, bytes):
-        return "(embedded image bytes)"
+        return f"(image {index} of the split, embedded in the data)"
     text = str(item)
     return text if len(text) <= TEXT_KEPT else text[:TEXT_KEPT] + " ..."
 
 
-def _plot_mistakes(classifier, inputs, kept, wrong, y, preds, ranked, labels, out: Path) -> None:
+def _plot_mistakes(classifier, images: list, y, preds, best, mistakes: int, labels, out: Path) -> None:
     """The most confident mistakes: where a picture says more than the confusion matrix."""
     from hfkit.plots import plot_prediction_grid
 
-    worst = sorted(wrong, key=lambda k: -ranked[kept[k]][0][1])[:MISTAKES_SHOWN]
-    plot_prediction_grid([classifier.load(inputs[kept[k]]) for k in worst], [int(y[k]) for k in worst],
-                         [int(preds[k]) for k in worst], labels, out / "mistakes.png",
-                         probs=[ranked[kept[k]][0][1] for k in worst],
-                         caption=f"The {len(worst)} most confident of {len(wrong)} mistakes: prediction "
+    plot_prediction_grid([classifier.load(image) for image in images], [int(t) for t in y],
+                         [int(p) for p in preds], labels, out / "mistakes.png",
+                         probs=[float(b) for b in best],
+                         caption=f"The {len(images)} most confident of {mistakes} mistakes: prediction "
                                  "and its probability (true class)")
 
 
@@ -281,8 +380,9 @@ def _pick_split(names: list[str], split: str | None) -> str:
     return found
 
 
-def _default_output(model: str, data: str) -> Path:
-    """Beside the model when it is a local folder (runs/x/eval-<data>), else ./eval-<data>."""
-    stem = Path(data.rstrip("/")).stem or "data"
+def _default_output(model: str, data: str, split: str | None = None) -> Path:
+    """Beside the model when it is a local folder (runs/x/eval-<data>), else ./eval-<data>; with
+    ``-<split>`` when one was asked for, so that scoring another split keeps the first results."""
+    stem = (Path(data.rstrip("/")).stem or "data") + (f"-{split}" if split else "")
     base = Path(model) if Path(model).is_dir() else Path(".")
     return base / f"eval-{stem}"

@@ -608,7 +608,7 @@ class OnnxImageClassifier(ImageClassifier):
         # timm's own parse of config.json: the pretrained_cfg timm.create_model gives the PyTorch model
         pretrained_cfg, _, _ = load_model_config_from_path(folder)
         num_classes = read_result(folder).config["num_classes"]
-        self.use(_ImageSession(OnnxModel(Path(folder) / file), pretrained_cfg, num_classes))
+        self.use(_ImageSession(OnnxModel(Path(folder) / file), pretrained_cfg, num_classes), folder)
 
 
 class OnnxTextClassifier(TextClassifier):

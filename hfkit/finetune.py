@@ -95,7 +95,8 @@ def build_image_classification(recipe: Recipe) -> Run:
     splits = load_image_splits(recipe.data, t.seed)
     model = create_image_model(recipe.model, splits.label_names, recipe.data.image_size)
     objective = Classification(recipe.model.channels_last, t.label_smoothing,
-                               mixup=_mixup(t, len(splits.label_names)), tta_hflip=recipe.eval.tta_hflip)
+                               mixup=_mixup(t, len(splits.label_names)), tta_hflip=recipe.eval.tta_hflip,
+                               num_classes=len(splits.label_names))
     static = t.compile  # one batch shape: a compiled model would compile again for the last one
     if tensors.want_in_memory(recipe.data, splits.train, splits.image_column):
         # decoded once; crops, flips and resizing run on whole batches on the training device
@@ -151,7 +152,7 @@ def build_text_classification(recipe: Recipe) -> Run:
             write_text_predictions(state, splits.eval, splits.label_names, out)
         return finish(recipe, state, results, draw)
     return Run(model, train_loader, eval_loader, text_model_saver(tokenizer),
-               Classification(label_smoothing=t.label_smoothing), report)
+               Classification(label_smoothing=t.label_smoothing, num_classes=len(splits.label_names)), report)
 
 
 def build_causal_lm(recipe: Recipe) -> Run:

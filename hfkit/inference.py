@@ -31,15 +31,17 @@ class ImageClassifier:
         from hfkit.models import load_image_model
 
         self.device = default_device(device)
-        self.use(load_image_model(name_or_path).to(self.device))
+        self.use(load_image_model(name_or_path).to(self.device), name_or_path)
 
-    def use(self, model) -> None:
+    def use(self, model, name_or_path: str) -> None:
         """Serve ``model`` with the preprocessing its ``pretrained_cfg`` asks for; any callable
-        from a batch to logits with a ``pretrained_cfg`` will do (an ONNX session, in hfkit.export)."""
+        from a batch to logits with a ``pretrained_cfg`` will do (an ONNX session, in hfkit.export).
+        A run evaluated with ``eval.tta_hflip`` is served so too: what it reported is what it answers."""
         from hfkit.data.transforms import batch_augment, decode_size, image_transforms, uses_tensor_pipeline
         from hfkit.models import label_names
 
         self.model = model
+        self.tta_hflip = bool(read_result(name_or_path).section("eval").get("tta_hflip"))
         self.transform = image_transforms(model, is_training=False)
         if uses_tensor_pipeline(model):  # trained in memory: evaluation's own batch transform
             self.transform = _tensor_eval_transform(batch_augment(model))
@@ -58,7 +60,10 @@ class ImageClassifier:
     def predict(self, images: Sequence, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) for each image, best first."""
         batch = torch.stack([self.transform(self.load(img)) for img in images]).to(self.device)
-        probs = self.model(batch).float().softmax(-1)
+        logits = self.model(batch)
+        if self.tta_hflip:  # the mean of the logits of each image and its mirror, as training evaluated
+            logits = (logits + self.model(batch.flip(-1))) / 2
+        probs = logits.float().softmax(-1)
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]
                 for idx, sc in zip(indices, scores)]

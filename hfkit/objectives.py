@@ -44,9 +44,11 @@ class Classification:
     """
 
     def __init__(self, channels_last: bool = False, label_smoothing: float = 0.0,
-                 batch_transform=None, mixup=None, tta_hflip: bool = False) -> None:
+                 batch_transform=None, mixup=None, tta_hflip: bool = False, num_classes: int | None = None
+                 ) -> None:
         self.channels_last, self.label_smoothing = channels_last, label_smoothing
         self.batch_transform, self.mixup, self.tta_hflip = batch_transform, mixup, tta_hflip
+        self.num_classes = num_classes  # the model's: binary F1 for two, macro F1 for more
 
     def logits_and_labels(self, model, batch, train: bool = False, mix: bool = False
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -84,7 +86,8 @@ class Classification:
 
     def metrics(self, gathered: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[int]]:
         preds = gathered["prediction"]
-        return classification_metrics(preds, gathered["label"], gathered["loss"]), preds.tolist()
+        return (classification_metrics(preds, gathered["label"], gathered["loss"], self.num_classes),
+                preds.tolist())
 
     @staticmethod
     def train_summary(loss_sum: float, correct: float, count: float) -> dict[str, float]:
@@ -141,19 +144,21 @@ def safe_exp(x: float) -> float:
     return math.exp(x) if x < 700 else math.inf
 
 
-def classification_metrics(preds: np.ndarray, labels: np.ndarray, losses: np.ndarray) -> dict[str, Any]:
-    """eval_loss, eval_accuracy, eval_f1 (binary with two classes, else macro) and
-    eval_per_class_accuracy: in training's evaluation and in ``hfkit evaluate`` alike."""
-    two_classes = max(preds.max(initial=0), labels.max(initial=0)) <= 1
+def classification_metrics(preds: np.ndarray, labels: np.ndarray, losses: np.ndarray,
+                           num_classes: int | None = None) -> dict[str, Any]:
+    """eval_loss, eval_accuracy, eval_f1 (binary for a model of two classes, else macro) and
+    eval_per_class_accuracy (None for a class the data lacks): in training's evaluation and in
+    ``hfkit evaluate`` alike. ``num_classes`` is the model's (else the largest index seen + 1):
+    data holding some of its classes is still scored as a classification over all of them."""
+    num_classes = num_classes or int(max(preds.max(initial=0), labels.max(initial=0))) + 1
     return {"eval_loss": float(losses.mean()),
             **_prefixed(metric("accuracy").compute(predictions=preds, references=labels)),
             **_prefixed(metric("f1").compute(predictions=preds, references=labels,
-                                             average="binary" if two_classes else "macro")),
-            "eval_per_class_accuracy": per_class_accuracy(preds, labels)}
+                                             average="binary" if num_classes == 2 else "macro")),
+            "eval_per_class_accuracy": per_class_accuracy(preds, labels, num_classes)}
 
 
-def per_class_accuracy(preds: np.ndarray, labels: np.ndarray) -> list[float | None]:
-    num_classes = int(max(preds.max(initial=0), labels.max(initial=0))) + 1
+def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, num_classes: int) -> list[float | None]:
     return [float((preds[labels == c] == c).mean()) if (labels == c).any() else None
             for c in range(num_classes)]
 

@@ -276,7 +276,8 @@ class EvalArgs:
     """Validation images drawn in the prediction grid (0: no grid)."""
     tta_hflip: bool = False
     """Image classification: score each evaluation image by the mean of its logits and those of
-    its mirror image (flip test-time augmentation; costs a second forward pass)."""
+    its mirror image (flip test-time augmentation; costs a second forward pass). The model's
+    ``hfkit predict``, ``evaluate``, ``serve`` and demo answer so too."""
     max_answer_length: int = 30
     """Extractive QA: longest answer span, in tokens (a Chinese character is one token)."""
     qa_scorer: Literal["auto", "cmrc2018", "squad"] = "auto"

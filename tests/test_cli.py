@@ -118,6 +118,12 @@ def test_data_of_another_kind_or_the_folder_above_it_says_so(tiny_bert_dir, tmp_
         make_image((1, 2, 3)).save(loose / split / "a.jpg")
     err = refusal("hymenoptera", loose)
     assert f"{loose / 'train'} holds images but no class folders: put each class's images" in err
+    # one class folder of images, no splits: a class, not a data set to step into
+    one = tmp_path / "one" / "ants"
+    one.mkdir(parents=True)
+    make_image((1, 2, 3)).save(one / "a.jpg")
+    err = refusal("hymenoptera", one.parent)
+    assert "It holds one class folder, 'ants': training a classifier needs a folder per class" in err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

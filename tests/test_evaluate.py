@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import PIL.ImageOps
 import pytest
-from conftest import REPETITIVE, make_image, write_image_folder, write_image_run, write_review_parquet
+from conftest import (
+    REPETITIVE,
+    make_image,
+    tiny_image_overrides,
+    toy_reviews,
+    write_image_folder,
+    write_image_run,
+    write_review_parquet,
+)
 
 from hfkit.cli import main
 from hfkit.evaluation import evaluate_causal_lm, evaluate_classifier
@@ -40,6 +50,32 @@ def test_an_image_run_scored_on_its_own_eval_split_gives_what_training_reported(
         results["eval_accuracy"]
 
 
+def test_a_run_evaluated_with_mirrored_images_is_scored_and_served_so(tmp_path):
+    from hfkit.finetune import finetune
+    from hfkit.inference import ImageClassifier
+    from hfkit.recipes import load_recipe
+
+    data = write_image_folder(tmp_path / "images", {"train": 8, "val": 6}, seed=11)
+    overrides = [*tiny_image_overrides(data), "train.epochs=1", "eval.num_preview_images=0",
+                 "eval.tta_hflip=true"]
+    finetune(load_recipe("hymenoptera", overrides, output_dir=str(tmp_path / "run")))
+    trained, predictions = _trained(tmp_path / "run")
+    results = evaluate_classifier(str(tmp_path / "run"), str(data), output_dir=str(tmp_path / "eval"))
+    assert math.isclose(results["eval_loss"], trained["eval_loss"], rel_tol=1e-5)
+    # predict answers with the mean of each image's logits and its mirror's, as training scored it
+    classifier = ImageClassifier(str(tmp_path / "run"), device="cpu")
+    image = sorted((data / "val" / "ants").iterdir())[0]
+    both = classifier.predict([image], top_k=2)[0]
+    classifier.tta_hflip = False
+    plain = classifier.predict([image], top_k=2)[0]
+    mirrored = classifier.predict([PIL.ImageOps.mirror(classifier.load(image))], top_k=2)[0]
+    assert classifier.labels == ["ants", "bees"]
+    logit_gap = {name: math.log(dict(r)["ants"] / dict(r)["bees"]) for name, r in
+                 (("both", both), ("plain", plain), ("mirrored", mirrored))}
+    assert math.isclose(logit_gap["both"], (logit_gap["plain"] + logit_gap["mirrored"]) / 2, rel_tol=1e-3)
+    assert not math.isclose(logit_gap["plain"], logit_gap["mirrored"], rel_tol=1e-3)
+
+
 def test_new_images_are_scored_and_the_worst_mistakes_drawn(image_run, tmp_path):
     # a folder of class folders (no split folders): all of it is scored, an unreadable file is named
     data = write_image_folder(tmp_path / "new", {"train": 5}, seed=500) / "train"
@@ -56,6 +92,26 @@ def test_new_images_are_scored_and_the_worst_mistakes_drawn(image_run, tmp_path)
     assert swapped["mistakes"] == 10 - right["mistakes"] == round(10 * right["eval_accuracy"])
     assert (tmp_path / "swapped" / "mistakes.png").is_file() == (swapped["mistakes"] > 0)
     assert (tmp_path / "eval" / "mistakes.png").is_file() == (right["mistakes"] > 0)
+
+
+def test_images_of_one_class_are_scored_as_that_class(image_run, tmp_path):
+    data = write_image_folder(tmp_path / "new", {"train": 6, "val": 5}, seed=700)
+    both = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "both"))
+    assert both["split"] == "validation" and both["examples"] == 10
+    for split in ("train", "val"):
+        shutil.rmtree(data / split / "bees")
+    # new/val/ants: the val split, all ants, as the ants of both classes were scored
+    ants = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "ants"))
+    assert ants["split"] == "validation" and ants["examples"] == 5
+    assert ants["eval_accuracy"] == both["eval_per_class_accuracy"]["ants"]
+    assert ants["eval_per_class_accuracy"] == {"ants": ants["eval_accuracy"], "bees": None}
+    assert ants["eval_f1"] is None  # the F1 of bees, on no bees, would read as 0
+    # new/ants (no split folders): the one folder is the class
+    flat = data / "val"
+    flat_scores = evaluate_classifier(str(image_run), str(flat), output_dir=str(tmp_path / "f"))
+    assert flat_scores["eval_accuracy"] == ants["eval_accuracy"]
+    assert evaluate_classifier(str(image_run), str(flat), output_dir=str(tmp_path / "g"),
+                               max_samples=3)["examples"] == 3
 
 
 def test_classes_are_matched_by_name_and_unknown_ones_refused(image_run, tmp_path):
@@ -90,6 +146,48 @@ def test_a_text_run_scored_on_its_own_eval_split_gives_what_training_reported(ti
     assert not (tmp_path / "e" / "mistakes.png").exists()  # texts: predictions.json says it
 
 
+def test_a_run_on_data_without_an_eval_split_is_scored_on_the_part_it_held_out(tiny_bert_dir, tmp_path):
+    """The run's own data is read with its own settings: its columns, its held-out fraction and seed."""
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    rows = toy_reviews(120, seed=3)
+    data = tmp_path / "reviews.csv"
+    data.write_text("review,sentiment\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in rows))
+    run = tmp_path / "run"
+    finetune(load_recipe("imdb", [f"data.path={data}", f"model.name={tiny_bert_dir}", "data.max_length=32",
+                                  "data.text_column=review", "data.label_column=sentiment",
+                                  "data.val_fraction=0.25", "train.seed=7", "train.epochs=6",
+                                  "train.batch_size=16", "train.warmup_ratio=0", "train.mixed_precision=no",
+                                  "train.lr=3e-3"], output_dir=str(run)))
+    trained, predictions = _trained(run)
+    results = evaluate_classifier(str(run), str(data), output_dir=str(tmp_path / "e"))
+    assert results["split"] == "train (the part training held out)" and results["examples"] == 30
+    assert results["eval_accuracy"] == trained["eval_accuracy"] and results["classes_matched"] == "by name"
+    assert math.isclose(results["eval_loss"], trained["eval_loss"], rel_tol=1e-4)
+    rows_scored = json.loads((tmp_path / "e" / "predictions.json").read_text())
+    assert [["neg", "pos"].index(r["prediction"]) for r in rows_scored] == predictions
+
+    # the same reviews labelled 0/1 elsewhere: matched to neg/pos by index
+    numbered = tmp_path / "numbered.csv"
+    numbered.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    named = tmp_path / "named.csv"
+    named.write_text("text,label\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in rows))
+    by_name = evaluate_classifier(str(run), str(named), output_dir=str(tmp_path / "n"))
+    by_index = evaluate_classifier(str(run), str(numbered), output_dir=str(tmp_path / "i"))
+    assert by_name["examples"] == by_index["examples"] == 120 and by_index["classes_matched"] == "by index"
+    assert by_index["eval_accuracy"] == by_name["eval_accuracy"] and by_index["eval_f1"] == by_name["eval_f1"]
+    # a model whose classes are LABEL_0, LABEL_1 (a Hub default) on named data: by index too
+    hub = tmp_path / "hub"
+    shutil.copytree(run, hub)
+    config = json.loads((hub / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "LABEL_0", "1": "LABEL_1"}, {"LABEL_0": 0, "LABEL_1": 1}
+    (hub / "config.json").write_text(json.dumps(config))
+    (hub / "recipe.yaml").unlink()
+    unnamed = evaluate_classifier(str(hub), str(named), output_dir=str(tmp_path / "h"))
+    assert unnamed["classes_matched"] == "by index" and unnamed["eval_accuracy"] == by_name["eval_accuracy"]
+
+
 def test_options_of_another_task_are_refused(image_run, tiny_gpt2_dir, capsys):
     assert main(["evaluate", "--model", str(image_run), "--data", "x", "--doc-stride", "64"]) == 2
     assert "--doc-stride: not an option for image-classification models" in capsys.readouterr().err
@@ -111,7 +209,7 @@ def lm_run(tiny_gpt2_dir, tmp_path_factory) -> Path:
     story = "once upon a time there was a story . " * 3
     (root / "texts" / "validation.txt").write_text("\n".join([REPETITIVE] * 3 + [story] * 3))
     overrides = [f"data.path={root / 'texts'}", "data.config=null", f"model.name={tiny_gpt2_dir}",
-                 "data.block_size=16", "train.epochs=2", "train.batch_size=8", "train.lr=3e-3",
+                 "data.block_size=16", "train.epochs=4", "train.batch_size=8", "train.lr=3e-3",
                  "train.mixed_precision=no"]
     finetune(load_recipe("gpt2", overrides, output_dir=str(root / "run")))
     return root / "run"
@@ -134,7 +232,14 @@ def test_a_language_model_scored_on_its_own_eval_split_gives_what_training_repor
     assert losses == sorted(losses, reverse=True) and losses[0] > losses[-1]
     assert math.isclose(rows[0]["perplexity"], math.exp(losses[0]), rel_tol=1e-3)
     # the hardest block holds the story the model never saw, the easiest only its training sentence
-    assert "time" in rows[0]["text"] and "time" not in rows[-1]["text"]
+    story_words = ("once", "upon", "there", "story")
+    assert any(w in rows[0]["text"] for w in story_words)
+    assert not any(w in rows[-1]["text"] for w in story_words)
+    # by default beside the run, one folder per split asked for: another split keeps these results
+    default = evaluate_causal_lm(str(lm_run), str(lm_run.parent / "texts"), split="train")
+    assert default["output_dir"] == str(lm_run / "eval-texts-train") and default["split"] == "train"
+    written = json.loads((lm_run / "eval-texts-train" / "eval_results.json").read_text())
+    assert written["blocks"] == default["blocks"] > results["blocks"]
 
 
 def test_a_language_model_on_new_text_with_its_own_block_size(lm_run, tmp_path):

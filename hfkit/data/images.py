@@ -85,7 +85,10 @@ def _no_classes(path: str) -> str:
                "class (ants/1.jpg, bees/2.jpg), or train/ and val/ each holding them")
     local = Path(path).expanduser()
     inside = list(_folders(local)) if local.is_dir() else []
-    if inside and not {"train", *EVAL_SPLIT_NAMES} & set(inside):  # split folders: the data set itself
+    if len(inside) == 1 and any(f.is_file() for f in (local / inside[0]).iterdir()):
+        message += (f". It holds one class folder, '{inside[0]}': training a classifier needs a folder per "
+                    "class, two or more (hfkit evaluate scores a model on the images of one class)")
+    elif inside and not {"train", *EVAL_SPLIT_NAMES} & set(inside):  # split folders: the data set itself
         message += (f". It holds {', '.join(inside[:6])}{' ...' if len(inside) > 6 else ''}: is the data set "
                     "one of them? Give that folder")
     return message + "."
