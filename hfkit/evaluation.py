@@ -76,7 +76,8 @@ def evaluate_classifier(model: str, data: str, split: str | None = None, output_
     """Loss, accuracy, F1 and per-class accuracy of an image or text classifier on a labelled data
     set (anything ``data.path`` reads); writes eval_results.json, predictions.json (one row per
     example, best class and its probability), confusion_matrix.png and, for images, mistakes.png
-    into ``output_dir``. The data's classes are matched to the model's by name."""
+    into ``output_dir``. The data's classes are matched to the model's by name (by index where
+    only one side numbers them); the data a run trained on is read with the run's settings."""
     import numpy as np
 
     from hfkit.objectives import classification_metrics

@@ -112,12 +112,15 @@ class DataArgs:
     """Decode all images once into one uint8 tensor and augment whole batches on the training
     device (default: for sets of small images, at most 96 px, without auto_augment)."""
     crop_padding: int = 4
-    """In memory: random crops of the image padded (reflecting its border) by this many pixels."""
+    """In memory: random crops of the image padded (reflecting its border) by this many pixels,
+    pixels of the image as held (Tiny ImageNet's 64 px; data.image_size for images of several
+    sizes), before the resize to the model's input."""
     random_erasing: float = 0.0
     """In memory: probability of erasing a random square of each training image (Cutout)."""
     erase_size: int | None = None
-    """In memory: side in pixels of the erased square (default: a quarter of the image side); its
-    centre is anywhere in the image, so it may be cut off at the border, as in Cutout."""
+    """In memory: side of the erased square in pixels of the model's input, after the resize
+    (default: a quarter of its side); its centre is anywhere in the image, so it may be cut off
+    at the border, as in Cutout."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
