@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="result folder (runs/ants) or Hub id")
     p.set_defaults(func=show_command)
     p = sub.add_parser("predict", help="classify images or texts with a result folder or Hub model")
-    p.add_argument("--model", required=True, help="result folder (runs/ants) or Hub id")
+    p.add_argument("--model", required=True,
+                   help="result folder (runs/ants), export folder or its model.int8.onnx, or Hub id")
     p.add_argument("--top-k", type=POSITIVE, default=5, help="labels shown per input (default 5)")
     p.add_argument("inputs", nargs="+", help="image files (image model) or texts (text model)")
     p.set_defaults(func=predict_command)
@@ -412,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=qa_command)
     p = sub.add_parser("evaluate", help="score a classifier (accuracy, F1, confusion matrix), an extractive "
                                         "QA model (EM/F1) or a language model (perplexity) on data")
-    p.add_argument("--model", required=True, help="result folder, export folder, model folder or Hub id")
+    p.add_argument("--model", required=True,
+                   help="result folder, export folder or its model.int8.onnx, model folder or Hub id")
     p.add_argument("--data", required=True,
                    help="what data.path takes: an image folder, a data file, an archive, a Hub data set id; "
                         "SQuAD-style JSON for QA")

@@ -385,5 +385,7 @@ def _default_output(model: str, data: str, split: str | None = None) -> Path:
     """Beside the model when it is a local folder (runs/x/eval-<data>), else ./eval-<data>; with
     ``-<split>`` when one was asked for, so that scoring another split keeps the first results."""
     stem = (Path(data.rstrip("/")).stem or "data") + (f"-{split}" if split else "")
-    base = Path(model) if Path(model).is_dir() else Path(".")
-    return base / f"eval-{stem}"
+    path = Path(model).expanduser()
+    if path.is_file():  # an export's model.int8.onnx: beside it, apart from model.onnx's results
+        return path.parent / f"eval-{stem}-{path.stem}"
+    return (path if path.is_dir() else Path(".")) / f"eval-{stem}"

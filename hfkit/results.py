@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class ResultFolder:
     recipe: dict[str, Any] = field(default_factory=dict)  # recipe.yaml as saved ({} if none)
     results: dict[str, Any] = field(default_factory=dict)  # all_results.json ({} if none)
     onnx: bool = False  # an export folder (hfkit export): model.onnx is the model, run by onnxruntime
+    onnx_file: str = ONNX_FILE  # the export's file that runs: model.onnx, or model.int8.onnx given by path
     adapter_config: dict[str, Any] = field(default_factory=dict)  # peft's, in a LoRA adapter folder
 
     @property
@@ -86,7 +87,14 @@ class ResultFolder:
         if not self.task.onnx_predictor:
             raise ValueError(f"'{self.source}' is an ONNX export of a {self.task.name} model, which hfkit "
                              "does not run with onnxruntime yet: use the result folder it came from")
-        return self.task.load("onnx_predictor")
+        serve = self.task.load("onnx_predictor")
+        if self.onnx_file == ONNX_FILE:
+            return serve
+        folder, file = str(Path(self.source).expanduser().parent), self.onnx_file
+
+        def serve_file(_source: str, *args, **kwargs):  # another file of the folder: model.int8.onnx
+            return serve(folder, *args, file=file, **kwargs)
+        return serve_file
 
     def section(self, name: str) -> dict[str, Any]:
         """One section of the saved recipe (``data``, ``train``, ...), {} if absent."""
@@ -145,8 +153,15 @@ def _size(n: int) -> str:
 
 
 def read_result(name_or_path: str) -> ResultFolder:
-    """The folder ``name_or_path`` (a local folder, or a Hub id: from the cache when offline)."""
+    """The folder ``name_or_path`` (a local folder, or a Hub id: from the cache when offline), or
+    the export folder of an ONNX file given by its path (``runs/ants/onnx/model.int8.onnx``)."""
     folder = Path(name_or_path).expanduser()
+    if folder.is_file() and folder.suffix == ".onnx":
+        if not (folder.parent / ONNX_FILE).is_file() or not (folder.parent / "config.json").is_file():
+            raise FileNotFoundError(f"'{name_or_path}' is an ONNX file outside an export folder of "
+                                    f"hfkit's (with {ONNX_FILE} and config.json): give the folder that "
+                                    "`hfkit export` wrote")
+        return replace(read_result(str(folder.parent)), source=name_or_path, onnx_file=folder.name)
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"'{name_or_path}' has no config.json: {_what_instead(folder)}")
@@ -170,8 +185,12 @@ def _what_instead(folder: Path) -> str:
 
 
 def is_export(name_or_path: str) -> bool:
-    """Whether a local folder is an ONNX export (``hfkit export``): it holds ``model.onnx``."""
-    return (Path(name_or_path).expanduser() / ONNX_FILE).is_file()
+    """Whether a local folder is an ONNX export (``hfkit export``): it holds ``model.onnx``; or a
+    path is one of its ONNX files (``model.int8.onnx``)."""
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".onnx" and path.is_file():
+        path = path.parent
+    return (path / ONNX_FILE).is_file()
 
 
 @functools.lru_cache(maxsize=8)

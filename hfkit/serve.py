@@ -323,7 +323,8 @@ def add_serve_parser(sub) -> None:
                        description="Serve a result folder or Hub model over HTTP: the endpoint its task "
                        "uses, GET /health, and the API page at /docs. Requests arriving together run "
                        "as one batch. Try it: curl -F image=@ant.jpg http://127.0.0.1:8000/predict")
-    p.add_argument("model", help="result folder (runs/ants), model folder or Hub id")
+    p.add_argument("model", help="result folder (runs/ants), export folder (runs/ants/onnx) or its "
+                                 "model.int8.onnx, model folder or Hub id")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0: every "
                         "network, with no authentication)")

@@ -105,6 +105,39 @@ def test_int8_image_export_reports_sizes_agreement_and_accuracies(image_export, 
     assert json.loads((out / "export.json").read_text())["seconds"] == report.seconds
 
 
+def test_the_int8_file_is_a_model_of_its_own_wherever_a_model_is_taken(image_export, image_run, capsys):
+    """``runs/x/onnx/model.int8.onnx`` for --model: predict, evaluate and serve run that file."""
+    from fastapi.testclient import TestClient
+
+    from hfkit.cli import main
+    from hfkit.evaluation import evaluate_classifier
+    from hfkit.serve import create_app
+
+    out, report = image_export
+    int8 = out / INT8_FILE
+    val = Path(read_result(str(image_run)).section("data")["path"]) / "val"
+    images = sorted(val.rglob("*.jpg"))
+    expected = OnnxImageClassifier(str(out), file=INT8_FILE).predict(images, top_k=2)
+    assert expected != OnnxImageClassifier(str(out)).predict(images, top_k=2)  # int8 answers otherwise
+    assert main(["predict", "--model", str(int8), *map(str, images), "--top-k", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == "".join(f"{path}\n" + "".join(f"  {p:7.2%}  {label}\n" for label, p in ranked)
+                              for path, ranked in zip(images, expected))
+    scored = evaluate_classifier(str(int8), str(val))
+    assert scored["output_dir"] == str(out / "eval-val-model.int8")  # model.onnx's results stay apart
+    assert scored["eval_accuracy"] == report.checks[2].accuracy  # what the export measured for int8
+    with TestClient(create_app(str(int8))) as client:
+        reply = client.post("/predict?top_k=2", files=[("image", (images[0].name, images[0].read_bytes()))])
+    assert reply.status_code == 200, reply.text
+    assert [p["label"] for p in reply.json()["predictions"][0]] == [label for label, _ in expected[0]]
+    assert [p["score"] for p in reply.json()["predictions"][0]] == pytest.approx([p for _, p in expected[0]],
+                                                                                 abs=1e-5)
+    stray = image_run / "stray.onnx"
+    stray.write_bytes(b"not a model")
+    with pytest.raises(FileNotFoundError, match="outside an export folder"):
+        read_result(str(stray))
+
+
 def test_squash_marker_travels_and_cifar_model_exports(cifar_folder, tmp_path, pictures):
     from hfkit.inference import ImageClassifier
 
@@ -139,6 +172,10 @@ def test_text_export_with_int8_and_eval_data(tiny_bert_dir, tmp_path):
     texts = ["a wonderful film", "the plot was boring and the actors were really terrible and very poor"]
     _same_ranking(OnnxTextClassifier(str(out)).predict(texts),
                   TextClassifier(str(tiny_bert_dir), "cpu").predict(texts))
+    # the int8 file by its path: the folder's tokenizer and labels, the int8 weights
+    by_path = read_result(str(out / INT8_FILE)).predictor()(str(out / INT8_FILE))
+    assert by_path.predict(texts) == OnnxTextClassifier(str(out), file=INT8_FILE).predict(texts)
+    assert by_path.predict(texts) != OnnxTextClassifier(str(out)).predict(texts)
 
 
 def test_qa_export_answers_as_the_pytorch_model(chinese_qa_safetensors, tmp_path, capsys):

@@ -1,9 +1,10 @@
 """Load test of `hfkit serve` as users start it: batched serving against one request at a time.
 
-Starts ``hfkit serve RUN --port P`` as a process (the README's command) three times in the same run:
+Starts ``hfkit serve RUN --port P`` as a process (the README's command) four times in the same run:
 as it comes (requests arriving together batched, ``--max-batch 32``), with ``--max-batch 1`` (one
 forward pass per request, what a plain FastAPI endpoint does), and on the run's ONNX export
-(``hfkit export RUN``, onnxruntime fp32); it sends each the same bounded load: ``--requests``
+(``hfkit export RUN --quantize int8``): its folder (onnxruntime fp32) and its ``model.int8.onnx``
+by path; it sends each the same bounded load: ``--requests``
 POST /predict of real hymenoptera JPEGs from ``--clients`` concurrent clients over loopback.
 Prints requests/s, p50/p95/p99 latency, errors, and how busy the machine's CPUs were meanwhile
 (server and clients together: near 100% means the CPUs, not the server's waiting, set the pace;
@@ -138,13 +139,15 @@ def main() -> None:
                                        "data.max_train_samples=16", "data.max_eval_samples=8",
                                        "eval.num_preview_images=0"], out=model)
         hfkit = Path(sys.executable).with_name("hfkit")
-        subprocess.run([str(hfkit), "export", str(model), "--format", "onnx", "--out", f"{tmp}/onnx"],
-                       check=True, env=clean_env(), stdout=subprocess.DEVNULL)
+        subprocess.run([str(hfkit), "export", str(model), "--format", "onnx", "--quantize", "int8",
+                        "--out", f"{tmp}/onnx"], check=True, env=clean_env(), stdout=subprocess.DEVNULL)
         rows = {}
         for name, served, max_batch in (
                 ("hfkit serve RUN (batched, --max-batch 32)", model, 32),
                 ("hfkit serve RUN --max-batch 1 (one request per pass)", model, 1),
-                ("hfkit serve RUN/onnx (onnxruntime fp32, batched)", Path(tmp) / "onnx", 32)):
+                ("hfkit serve RUN/onnx (onnxruntime fp32, batched)", Path(tmp) / "onnx", 32),
+                ("hfkit serve RUN/onnx/model.int8.onnx (onnxruntime int8, batched)",
+                 Path(tmp) / "onnx" / "model.int8.onnx", 32)):
             server, url = start_server(served, max_batch)
             try:
                 load(url, send, 2 * args.clients, args.clients)  # warm-up
@@ -159,9 +162,10 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} "
               f"| {r['errors']} | {percent(r['busy'])} |")
-    batched, single, onnx = rows.values()
+    batched, single, onnx, int8 = rows.values()
     print(f"\nbatching: {batched['rps'] / single['rps']:.2f}x the requests/s of one at a time; "
-          f"onnxruntime: {onnx['rps'] / batched['rps']:.2f}x the requests/s of PyTorch")
+          f"onnxruntime: {onnx['rps'] / batched['rps']:.2f}x (fp32), {int8['rps'] / batched['rps']:.2f}x "
+          "(int8) the requests/s of PyTorch")
 
 
 if __name__ == "__main__":
