@@ -117,9 +117,11 @@ def image_demo(model, examples: str | os.PathLike | Sequence | None = None, top_
     """
     gr = _gradio()
     from hfkit.inference import ImageClassifier
+    from hfkit.results import read_result
 
     name = str(model) if not isinstance(model, ImageClassifier) else "model"
-    classifier = model if isinstance(model, ImageClassifier) else ImageClassifier(name)
+    # an export folder or its model.int8.onnx runs on onnxruntime, as hfkit predict runs it
+    classifier = model if isinstance(model, ImageClassifier) else read_result(name).predictor()(name)
     n_labels = len(classifier.labels)
     from gradio.utils import get_upload_folder
 
@@ -184,14 +186,14 @@ def qa_demo(model) -> gr.Blocks:
     context, with its score. ``model`` is a folder, Hub id or a loaded ``QuestionAnswerer``; a result
     folder's recipe.yaml sets the window and answer length as in ``hfkit qa``."""
     gr = _gradio()
-    from hfkit.inference import QuestionAnswerer, answer
+    from hfkit.inference import QuestionAnswerer, answer, load_answerer
     from hfkit.results import QA_DEFAULTS, read_result
 
     name = str(model) if not isinstance(model, QuestionAnswerer) else "model"
     # what training used (a result folder), else hfkit qa's defaults
     settings = argparse.Namespace(**(QA_DEFAULTS if isinstance(model, QuestionAnswerer)
                                      else read_result(name).qa_settings()))
-    qa = model if isinstance(model, QuestionAnswerer) else QuestionAnswerer(
+    qa = model if isinstance(model, QuestionAnswerer) else load_answerer(
         name, max_length=settings.max_length, doc_stride=settings.doc_stride)
 
     def ask(question, context):
@@ -230,9 +232,10 @@ def sentiment_demo(model) -> gr.Blocks:
     """A text -> its label, with the probability of every label."""
     gr = _gradio()
     from hfkit.inference import TextClassifier
+    from hfkit.results import read_result
 
     name = str(model) if not isinstance(model, TextClassifier) else "model"
-    classifier = model if isinstance(model, TextClassifier) else TextClassifier(name)
+    classifier = model if isinstance(model, TextClassifier) else read_result(name).predictor()(name)
 
     def classify(text):
         text = _text(text, "text", "a sentence or a review")

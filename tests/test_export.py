@@ -132,6 +132,16 @@ def test_the_int8_file_is_a_model_of_its_own_wherever_a_model_is_taken(image_exp
     assert [p["label"] for p in reply.json()["predictions"][0]] == [label for label, _ in expected[0]]
     assert [p["score"] for p in reply.json()["predictions"][0]] == pytest.approx([p for _, p in expected[0]],
                                                                                  abs=1e-5)
+    # the demo too: the int8 file's answer for a picture uploaded to it
+    from gradio.utils import get_upload_folder
+
+    from hfkit.demo import image_demo
+
+    classify = next(f.fn for f in image_demo(str(int8)).fns.values() if f.api_name == "classify")
+    uploaded = Path(get_upload_folder()) / "hfkit-int8-test" / images[0].name
+    uploaded.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(images[0], uploaded)
+    assert classify({"path": str(uploaded)}, 2) == pytest.approx(dict(expected[0]), abs=1e-6)
     stray = image_run / "stray.onnx"
     stray.write_bytes(b"not a model")
     with pytest.raises(FileNotFoundError, match="outside an export folder"):
