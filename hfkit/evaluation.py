@@ -142,10 +142,7 @@ def evaluate_causal_lm(model: str, data: str, split: str | None = None, output_d
     from hfkit.results import read_result
 
     found = read_result(model)
-    # a Hub data set's configuration, as the run's recipe named it (wikitext-2-raw-v1)
-    config = found.recipe.get("data", {}).get("config") if found.recipe.get("data", {}).get("path") == data \
-        else None
-    texts, name = _lm_texts(data, config, split, max_samples)
+    texts, name = _lm_texts(found, data, split, max_samples)
     lm, tokenizer = _load_causal_lm(model, None)
     block = block_size or found.results.get("block_size") or default_block_size(tokenizer, lm.config)
     blocks = group_into_blocks(texts, tokenizer, block)
@@ -170,15 +167,14 @@ def evaluate_causal_lm(model: str, data: str, split: str | None = None, output_d
     return {**results, "output_dir": str(out)}
 
 
-def _lm_texts(data: str, config: str | None, split: str | None, max_samples: int | None):
+def _lm_texts(found, data: str, split: str | None, max_samples: int | None):
     """The split's texts (a seeded random ``max_samples`` of them, kept in order), read as the
-    ``gpt2`` recipe reads ``data.path``; with the split's name."""
+    ``gpt2`` recipe reads ``data.path`` (the run's own data with the run's settings: its Hub
+    configuration, wikitext-2-raw-v1, its held-out part); with the split's name."""
     from hfkit.data.causal_lm import load_lm_splits, load_lm_texts
-    from hfkit.recipes import DataArgs
 
-    name = _pick_split(list(load_lm_splits(DataArgs(path=data, config=config))), split)
-    _, texts = load_lm_texts(DataArgs(path=data, config=config, train_split=name, eval_split=name,
-                                      max_eval_samples=max_samples), seed=0)
+    args, seed, name = _data_args(found, data, split, max_samples, lambda a: list(load_lm_splits(a)))
+    _, texts = load_lm_texts(args, seed=seed)
     return texts, name
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,14 @@ def test_causal_lm_adapter_generates_as_trained(tmp_path, tiny_gpt2_dir):
         assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
     text = generate(str(tmp_path / "run"), "the quick", max_new_tokens=4, temperature=0)
     assert text.startswith("the quick")
+    # hfkit evaluate of the adapter on its own text: the part training held out, training's perplexity
+    from hfkit.evaluation import evaluate_causal_lm
+
+    trained = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    scored = evaluate_causal_lm(str(tmp_path / "run"), str(corpus), output_dir=str(tmp_path / "eval"))
+    assert scored["split"] == "train (the part training held out)"
+    assert scored["blocks"] == trained["eval_samples"]
+    assert math.isclose(scored["eval_perplexity"], trained["eval_perplexity"], rel_tol=1e-5)
 
 
 def test_lora_fields_are_errors_where_they_do_nothing():
