@@ -34,13 +34,14 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
     """EM/F1 of an extractive QA model on SQuAD-style data; writes predictions.json,
     nbest_predictions.json and eval_results.json into ``output_dir``. Spans rank by their logit
     sums across windows, as in transformers' ``run_qa.py``, so the numbers compare with its own."""
-    from hfkit.data.qa import load_qa_data
+    from hfkit.data.qa import load_qa_data, load_qa_splits
     from hfkit.inference import load_answerer
     from hfkit.objectives import ExtractiveQA, metric, qa_scorer
+    from hfkit.results import read_result
 
-    splits = load_qa_data(data)
-    name = _pick_split(list(splits), split)
-    ds = splits[name]
+    # the run's own data with its settings (its held-out part); QA's --max-samples: the first N
+    args, seed, name = _data_args(read_result(model), data, split, None, lambda a: list(load_qa_data(a.path)))
+    ds = load_qa_splits(args, seed).eval
     if max_samples is not None:
         ds = ds.select(range(min(max_samples, len(ds))))
     qa = load_answerer(model, precision=precision, max_length=max_length, doc_stride=doc_stride)

@@ -424,6 +424,28 @@ def test_result_folder_has_predictions_and_answers_like_training_scored(cmrc_run
     assert after["f1"] == pytest.approx(results["eval_f1"])
     assert after["exact_match"] == pytest.approx(results["eval_exact_match"])
     assert json.loads((run / "eval-toy_dev" / "predictions.json").read_text()) == predictions
+    # the run's own data folder: its eval split (toy_dev.json), as training scored it
+    assert main(["evaluate", "--model", str(run), "--data", str(root / "data")]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["split"] == "validation" and own["questions"] == 60 and own["f1"] == after["f1"]
+
+
+def test_a_qa_run_on_one_file_is_scored_on_the_questions_it_held_out(tmp_path, capsys):
+    from hfkit.finetune import finetune
+    from hfkit.recipes import load_recipe
+
+    data = write_toy_cmrc(tmp_path / "data", train=150, dev=0) / "toy_train.json"
+    model = write_chinese_qa_model(tmp_path / "untrained", "bin")
+    results = finetune(load_recipe("cmrc2018", [
+        f"data.path={data}", f"model.name={model}", "train.epochs=2", "train.lr=1e-3", "data.max_length=64",
+        "data.doc_stride=16", "train.mixed_precision=no", "train.warmup_ratio=0", "data.val_fraction=0.2",
+        "train.seed=5"], output_dir=str(tmp_path / "run")))
+    capsys.readouterr()  # training's lines
+    assert main(["evaluate", "--model", str(tmp_path / "run"), "--data", str(data)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["split"] == "train (the part training held out)" and scored["questions"] == 30
+    assert scored["f1"] == pytest.approx(results["eval_f1"])
+    assert scored["exact_match"] == pytest.approx(results["eval_exact_match"])
 
 
 @pytest.mark.slow
