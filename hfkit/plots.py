@@ -144,6 +144,14 @@ def plot_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: Se
         _draw_prediction_grid(images, labels, preds, names, path, probs, caption)
 
 
+def _square(ax, height: int, width: int) -> None:
+    """Show an image centred in a square box: tiles of one size, so that a tall image does not
+    reach up into the title of the tile above it."""
+    side = max(height, width)
+    ax.set_xlim(-0.5 - (side - width) / 2, width - 0.5 + (side - width) / 2)
+    ax.set_ylim(height - 0.5 + (side - height) / 2, -0.5 - (side - height) / 2)
+
+
 def prediction_title(pred: str, true: str, prob: float | None) -> str:
     return f"{pred}" + ("" if prob is None else f" {prob:.0%}") + f"\n({true})"
 
@@ -160,12 +168,13 @@ def _draw_prediction_grid(images: Sequence[Any], labels: Sequence[int], preds: S
                                         + f" (true class); green right, red wrong ({wrong} wrong)"),
                             width=22 * cols)  # a narrow grid gets it on several lines
     top = 0.2 * (caption.count("\n") + 1)  # inches for the caption
-    height = 2.3 * rows + top
+    height = 2.6 * rows + top
     fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, height), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, img, true, pred) in enumerate(zip(axes.flat, images, labels, preds)):
         ax.imshow(img)
+        _square(ax, *np.asarray(img).shape[:2])
         ax.set_title(prediction_title(names[pred], names[true], None if probs is None else probs[i]),
                      fontsize=8, color="green" if pred == true else "red")
     fig.suptitle(caption, fontsize=9)

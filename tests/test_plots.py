@@ -88,3 +88,17 @@ def test_the_prediction_grid_shows_what_hfkit_predict_answers_and_how_sure(tmp_p
     assert [drawn["names"][p] for p in drawn["preds"]] == [name for name, _ in expected]
     assert drawn["probs"] == pytest.approx([p for _, p in expected], abs=1e-6)
     assert plots.prediction_title("ants", "bees", 0.934) == "ants 93%\n(bees)"
+
+
+def test_grid_tiles_are_square_so_a_tall_image_keeps_out_of_the_title_above():
+    import matplotlib.pyplot as plt
+
+    from hfkit.plots import _square
+
+    fig, (tall, wide) = plt.subplots(1, 2)
+    for ax, (h, w) in ((tall, (300, 100)), (wide, (50, 200))):
+        _square(ax, h, w)
+        (x0, x1), (y1, y0) = ax.get_xlim(), ax.get_ylim()
+        assert x1 - x0 == y1 - y0 == max(h, w)  # one square box, whatever the image's shape
+        assert (x0 + x1) / 2 == (w - 1) / 2 and (y0 + y1) / 2 == (h - 1) / 2  # the image at its centre
+    plt.close(fig)
