@@ -264,7 +264,10 @@ def _one_class(data: str, split: str | None) -> tuple[Path, str] | None:
             folder = folder / splits[name]
         elif len(folders) == 1:
             inner = next(iter(folders.values()))
-            if not _visible(inner, "folders"):  # datasets names a folder without splits "train"
+            if not _visible(inner, "folders"):  # images: a class (plain_text/*.parquet: a data set)
+                if not any(_is_image(f) for f in _visible(inner, "files").values()):
+                    return None
+                # datasets names a folder without splits "train"
                 return (inner, name or "train") if split in (None, name or "train") else None
             folder = inner  # a wrapper folder (new.zip unpacked to new/)
         else:
@@ -278,12 +281,18 @@ def _visible(parent: Path, kind: str) -> dict[str, Path]:
             and (p.is_dir() if kind == "folders" else p.is_file())}
 
 
+def _is_image(path: Path) -> bool:
+    """An image file by its name, as datasets' imagefolder takes it."""
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    return path.suffix.lower() in ImageFolder.EXTENSIONS
+
+
 def _one_class_examples(folder: Path, split: str, max_samples: int | None) -> dict[str, Any]:
     """The images of one class folder (its subfolders too), a seeded random ``max_samples`` of them."""
     import numpy as np
-    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
-    files = sorted(str(f) for f in folder.rglob("*") if f.suffix.lower() in ImageFolder.EXTENSIONS)
+    files = sorted(str(f) for f in folder.rglob("*") if _is_image(f))
     if not files:
         raise ValueError(f"{folder} holds no images")
     if max_samples is not None and max_samples < len(files):

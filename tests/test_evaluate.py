@@ -114,6 +114,25 @@ def test_images_of_one_class_are_scored_as_that_class(image_run, tmp_path):
                                max_samples=3)["examples"] == 3
 
 
+def test_images_in_the_hubs_parquet_layout_are_a_data_set_not_a_class(image_run, tmp_path):
+    """data/plain_text/test-*.parquet (CIFAR-10's layout): one folder, but of data files, not of images."""
+    import datasets
+
+    data = write_image_folder(tmp_path / "new", {"train": 2, "val": 4}, seed=900)
+    from_folder = evaluate_classifier(str(image_run), str(data), output_dir=str(tmp_path / "a"))
+    files = sorted((data / "val").rglob("*.jpg"))
+    features = datasets.Features(image=datasets.Image(), label=datasets.ClassLabel(names=["ants", "bees"]))
+    table = datasets.Dataset.from_dict({"image": [str(f) for f in files],
+                                        "label": [["ants", "bees"].index(f.parent.name) for f in files]},
+                                       features=features)
+    (tmp_path / "hub" / "plain_text").mkdir(parents=True)
+    table.to_parquet(str(tmp_path / "hub" / "plain_text" / "test-00000-of-00001.parquet"))
+    from_parquet = evaluate_classifier(str(image_run), str(tmp_path / "hub"), output_dir=str(tmp_path / "b"))
+    assert from_parquet["split"] == "test" and from_parquet["examples"] == 8
+    assert from_parquet["eval_accuracy"] == from_folder["eval_accuracy"]
+    assert math.isclose(from_parquet["eval_loss"], from_folder["eval_loss"], rel_tol=1e-6)
+
+
 def test_classes_are_matched_by_name_and_unknown_ones_refused(image_run, tmp_path):
     data = write_image_folder(tmp_path / "data", {"train": 2, "val": 2})
     (data / "train" / "wasps").mkdir()
