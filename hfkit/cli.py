@@ -185,7 +185,8 @@ def qa_command(args: argparse.Namespace) -> int:
 # evaluate's options that one task's scorer takes, with their defaults; another task's are refused
 EVALUATE_OPTIONS = {"question-answering": {"max_answer_length": None, "doc_stride": None, "max_length": None,
                                            "scorer": "auto", "precision": "fp32"},
-                    "causal-lm": {"block_size": None}}
+                    "image-classification": {"precision": "fp32"},
+                    "text-classification": {"precision": "fp32"}, "causal-lm": {"block_size": None}}
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -73,7 +73,8 @@ def evaluate_qa(model: str, data: str, split: str | None = None, output_dir: str
 
 
 def evaluate_classifier(model: str, data: str, split: str | None = None, output_dir: str | None = None,
-                        max_samples: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+                        max_samples: int | None = None, batch_size: int | None = None,
+                        precision: str = "fp32") -> dict[str, Any]:
     """Loss, accuracy, F1 and per-class accuracy of an image or text classifier on a labelled data
     set (anything ``data.path`` reads); writes eval_results.json, predictions.json (one row per
     example, best class and its probability), confusion_matrix.png and, for images, mistakes.png
@@ -87,7 +88,7 @@ def evaluate_classifier(model: str, data: str, split: str | None = None, output_
 
     found = read_result(model)
     examples = _labelled(found, data, split, max_samples)
-    classifier = found.predictor()(model)
+    classifier = found.predictor()(model, precision=precision)
     labels = list(classifier.labels)
     truth, matched = _model_classes(examples["names"], sorted(set(examples["labels"])), labels, model)
     if matched == "by index":
@@ -121,7 +122,8 @@ def evaluate_classifier(model: str, data: str, split: str | None = None, output_
                        best[worst], len(wrong), labels, out)
     results = {**scores, "mistakes": len(wrong), "classes_matched": matched, "model": model, "data": data,
                "split": examples["split"], "examples": len(kept), "skipped_files": skipped,
-               "seconds": round(seconds, 3), "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3)}
+               "seconds": round(seconds, 3), "examples_per_second": round(len(kept) / max(seconds, 1e-9), 3),
+               "precision": precision}
     (out / "eval_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return {**results, "output_dir": str(out)}
 

@@ -598,13 +598,21 @@ class _ImageSession:
         return self.session(pixel_values=batch).logits
 
 
+def _fp32_only(precision: str) -> None:
+    """An export runs in the precision it was written in: no autocast (None)."""
+    if precision != "fp32":
+        raise ValueError(f"an ONNX export runs in the precision it was written in, not '{precision}': "
+                         f"{ONNX_FILE} is fp32, {INT8_FILE} int8")
+
+
 class OnnxImageClassifier(ImageClassifier):
     """:class:`ImageClassifier` (same decoding, transform, labels, ``predict``) on an export folder."""
 
-    def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE) -> None:
+    def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE,
+                 precision: str = "fp32") -> None:
         from timm.models._hub import load_model_config_from_path
 
-        self.device = onnx_device(device)
+        self.device, self.autocast = onnx_device(device), _fp32_only(precision)
         # timm's own parse of config.json: the pretrained_cfg timm.create_model gives the PyTorch model
         pretrained_cfg, _, _ = load_model_config_from_path(folder)
         num_classes = read_result(folder).config["num_classes"]
@@ -614,10 +622,11 @@ class OnnxImageClassifier(ImageClassifier):
 class OnnxTextClassifier(TextClassifier):
     """:class:`TextClassifier` (same tokenizer, labels, ``predict``) on an export folder."""
 
-    def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE) -> None:
+    def __init__(self, folder: str, device: str | None = None, file: str = ONNX_FILE,
+                 precision: str = "fp32") -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        self.device = onnx_device(device)
+        self.device, self.autocast = onnx_device(device), _fp32_only(precision)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder))
         self.use(folder)
@@ -631,9 +640,7 @@ class OnnxQuestionAnswerer(QuestionAnswerer):
                  file: str = ONNX_FILE) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        if precision != "fp32":
-            raise ValueError(f"an ONNX export runs in the precision it was written in, not '{precision}': "
-                             f"{ONNX_FILE} is fp32, {INT8_FILE} int8")
+        _fp32_only(precision)
         self.device = onnx_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.use(OnnxModel(Path(folder) / file, AutoConfig.from_pretrained(folder)), folder, max_length,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -27,10 +28,10 @@ from hfkit.text_models import position_limit
 class ImageClassifier:
     """A trained image model with its own eval transform and class names."""
 
-    def __init__(self, name_or_path: str, device: str | None = None) -> None:
+    def __init__(self, name_or_path: str, device: str | None = None, precision: str = "fp32") -> None:
         from hfkit.models import load_image_model
 
-        self.device = default_device(device)
+        self.device, self.autocast = default_device(device), _autocast_dtype(precision)
         self.use(load_image_model(name_or_path).to(self.device), name_or_path)
 
     def use(self, model, name_or_path: str) -> None:
@@ -60,13 +61,27 @@ class ImageClassifier:
     def predict(self, images: Sequence, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Top-k (label, probability) for each image, best first."""
         batch = torch.stack([self.transform(self.load(img)) for img in images]).to(self.device)
-        logits = self.model(batch)
-        if self.tta_hflip:  # the mean of the logits of each image and its mirror, as training evaluated
-            logits = (logits + self.model(batch.flip(-1))) / 2
+        with _autocast(self.device, self.autocast):
+            logits = self.model(batch)
+            if self.tta_hflip:  # the mean of the logits of each image and its mirror, as training evaluated
+                logits = (logits + self.model(batch.flip(-1))) / 2
         probs = logits.float().softmax(-1)
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]
                 for idx, sc in zip(indices, scores)]
+
+
+def _autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a classifier's ``precision`` (None: fp32, no autocast). bf16 is how
+    training evaluates a ``train.mixed_precision=bf16`` run: its numbers, about twice as fast on
+    CPUs with AVX512-BF16."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{precision}'")
+    return None if precision == "fp32" else PRECISIONS[precision]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def _tensor_eval_transform(augment):
@@ -82,10 +97,10 @@ def _tensor_eval_transform(augment):
 class TextClassifier:
     """A fine-tuned sequence classifier with its tokenizer; labels by name from ``id2label``."""
 
-    def __init__(self, name_or_path: str, device: str | None = None) -> None:
+    def __init__(self, name_or_path: str, device: str | None = None, precision: str = "fp32") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.device = default_device(device)
+        self.device, self.autocast = default_device(device), _autocast_dtype(precision)
         with loading_weights(name_or_path):
             self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
             self.model = load_text_model(AutoModelForSequenceClassification, name_or_path)
@@ -104,7 +119,9 @@ class TextClassifier:
         """Top-k (label, probability) for each text, best first; texts are padded per batch only."""
         enc = self.tokenizer(list(texts), truncation=True, padding=True, return_tensors="pt",
                              max_length=self.max_length).to(self.device)
-        probs = self.model(**enc).logits.float().softmax(-1)
+        with _autocast(self.device, self.autocast):
+            logits = self.model(**enc).logits
+        probs = logits.float().softmax(-1)
         scores, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[(self.labels[i], s) for i, s in zip(idx.tolist(), sc.tolist())]
                 for idx, sc in zip(indices, scores)]

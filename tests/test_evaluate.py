@@ -76,6 +76,18 @@ def test_a_run_evaluated_with_mirrored_images_is_scored_and_served_so(tmp_path):
     assert not math.isclose(logit_gap["plain"], logit_gap["mirrored"], rel_tol=1e-3)
 
 
+def test_bf16_scores_under_autocast_as_training_evaluates_a_bf16_run(image_run, tmp_path, capsys):
+    trained, _ = _trained(image_run)
+    data = str(image_run.parent / "images")
+    fp32 = evaluate_classifier(str(image_run), data, output_dir=str(tmp_path / "a"))
+    bf16 = evaluate_classifier(str(image_run), data, output_dir=str(tmp_path / "b"), precision="bf16")
+    assert bf16["precision"] == "bf16" and bf16["eval_loss"] != fp32["eval_loss"]  # autocast ran
+    assert math.isclose(bf16["eval_loss"], trained["eval_loss"], rel_tol=2e-2)
+    assert main(["evaluate", "--model", str(image_run), "--data", data, "--precision", "bf16",
+                 "--output-dir", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "eval_results.json").read_text())["eval_loss"] == bf16["eval_loss"]
+
+
 def test_new_images_are_scored_and_the_worst_mistakes_drawn(image_run, tmp_path):
     # a folder of class folders (no split folders): all of it is scored, an unreadable file is named
     data = write_image_folder(tmp_path / "new", {"train": 5}, seed=500) / "train"
